@@ -76,7 +76,10 @@ def test_streaming_equals_batch_from_the_first_bar(kind: str) -> None:
         "rsi": (_stream(df, ind.Rsi, lambda o, r: o.update(r.close)), ind.rsi(c)),
         "atr": (_stream(df, ind.Atr, lambda o, r: o.update(r.high, r.low, r.close)), ind.atr(h, lo, c)),
         "macd": (_stream(df, ind.Macd, lambda o, r: o.update(r.close)), ind.macd(c)["hist"]),
-        "adx": (_stream(df, ind.Adx, lambda o, r: o.update(r.high, r.low, r.close)), ind.adx(h, lo, c)["adx"]),
+        "adx": (
+            _stream(df, ind.Adx, lambda o, r: o.update(r.high, r.low, r.close)),
+            ind.adx(h, lo, c)["adx"],
+        ),
         "rv": (_stream(df, lambda: ind.RealizedVol(20), lambda o, r: o.update(r.close)), ind.realized_vol(c)),
         "zscore": (_stream(df, lambda: ind.ZScore(48), lambda o, r: o.update(r.volume)), ind.zscore(v)),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pandas as pd
@@ -54,7 +55,7 @@ def test_bar_invariants_and_volume_conservation(raw, shuffle_every, tolerance) -
     bars = feed.base_bars
     assert sum(b.ticks for b in bars) == len(accepted) == feed.stats.ticks_accepted
     assert feed.stats.ticks_in == len(accepted) + sum(feed.stats.rejected.values())
-    for prev, b in zip(bars, bars[1:], strict=False):
+    for prev, b in itertools.pairwise(bars):
         assert b.start == prev.end, "bars are contiguous (gaps filled)"
     for b in bars:
         assert b.high >= max(b.open, b.close) and b.low <= min(b.open, b.close)
@@ -152,8 +153,10 @@ def test_aggregator_builds_30m_from_5m() -> None:
     assert highs[0].open == 10.0 and highs[0].close == 15.0 and highs[1].start == T0 + 30 * MINUTE_NS
 
 
-@pytest.mark.parametrize(("text", "ns"), [("5m", 5 * MINUTE_NS), ("30m", 30 * MINUTE_NS), ("1h", 60 * MINUTE_NS),
-                                          ("1d", 1440 * MINUTE_NS)])
+@pytest.mark.parametrize(
+    ("text", "ns"),
+    [("5m", 5 * MINUTE_NS), ("30m", 30 * MINUTE_NS), ("1h", 60 * MINUTE_NS), ("1d", 1440 * MINUTE_NS)],
+)
 def test_parse_timeframe(text: str, ns: int) -> None:
     assert parse_timeframe(text) == ns
 

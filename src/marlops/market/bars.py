@@ -33,7 +33,7 @@ MINUTE_NS = 60 * NS_PER_SECOND
 
 @dataclass(frozen=True, slots=True)
 class Bar:
-    """One closed bar. ``start``/``end`` in ns since epoch (UTC); ``vwap`` is the close for a bar of zero volume."""
+    """One closed bar: ``start``/``end`` in ns since epoch (UTC); ``vwap`` is the close at zero volume."""
 
     start: int
     end: int
@@ -80,8 +80,18 @@ class _Accumulator:
     def to_bar(self) -> Bar:
         vwap = self.notional / self.volume if self.volume > 0 else self.close
         vwap = min(max(vwap, self.low), self.high)  # rounding of Σpv/Σv must not leave the bar's range
-        return Bar(self.start, self.end, self.open, self.high, self.low, self.close,
-                   self.volume, vwap, self.ticks, self.gap)
+        return Bar(
+            self.start,
+            self.end,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.volume,
+            vwap,
+            self.ticks,
+            self.gap,
+        )
 
 
 @dataclass
@@ -111,7 +121,8 @@ class BarBuilder:
         """The bar being built (not closed yet), as it stands."""
         return self._cur.to_bar() if self._cur else None
 
-    def on_tick(self, tick: Tick) -> list[Bar]:
+    def on_tick(self, tick: Tick) -> list[Bar] | None:
+        """Add a tick; returns the bars it closed, or None if it was rejected as late."""
         start = self.bucket(tick.ts)
         cur = self._cur
         if cur is not None and start == cur.start:  # the common case, kept short
@@ -132,15 +143,26 @@ class BarBuilder:
         if self._next_start is not None and start < (cur.start if cur else self._next_start):
             self.rejected[RejectReason.LATE] += 1
             log.warning("tick rejected (late): ts=%d belongs to bar %d, which has closed", tick.ts, start)
-            return []
+            return None
         closed = self.advance_to(start)
-        self._cur = _Accumulator(start, start + self.timeframe_ns, tick.price, tick.price, tick.price,
-                                 tick.price, tick.size, tick.price * tick.size, 1, tick.ts, tick.ts)
+        self._cur = _Accumulator(
+            start,
+            start + self.timeframe_ns,
+            tick.price,
+            tick.price,
+            tick.price,
+            tick.price,
+            tick.size,
+            tick.price * tick.size,
+            1,
+            tick.ts,
+            tick.ts,
+        )
         self._next_start = start + self.timeframe_ns
         return closed
 
     def advance_to(self, ts: int) -> list[Bar]:
-        """The clock reached ``ts``: close the open bar and emit gap bars for every bucket ending by ``ts``."""
+        """The clock reached ``ts``: close the open bar, emit gap bars for every bucket ending by ``ts``."""
         out: list[Bar] = []
         if self._cur is not None and self._cur.end <= ts:
             bar = self._cur.to_bar()
@@ -182,8 +204,20 @@ class BarAggregator:
         start = bar.start - (bar.start - self.origin_ns) % self.timeframe_ns
         cur = self._cur
         if cur is None or cur.start != start:
-            cur = self._cur = _Accumulator(start, start + self.timeframe_ns, bar.open, bar.high, bar.low,
-                                           bar.close, 0.0, 0.0, 0, bar.start, bar.end, gap=True)
+            cur = self._cur = _Accumulator(
+                start,
+                start + self.timeframe_ns,
+                bar.open,
+                bar.high,
+                bar.low,
+                bar.close,
+                0.0,
+                0.0,
+                0,
+                bar.start,
+                bar.end,
+                gap=True,
+            )
         else:
             cur.high = max(cur.high, bar.high)
             cur.low = min(cur.low, bar.low)
@@ -214,5 +248,7 @@ def bars_to_frame(bars: Iterable[Bar]) -> pd.DataFrame:
 
 def frame_to_bars(df: pd.DataFrame) -> list[Bar]:
     cols = [df[c].to_numpy() for c in BAR_COLUMNS]
-    return [Bar(int(s), int(e), float(o), float(h), float(lo), float(c), float(v), float(w), int(n), bool(g))
-            for s, e, o, h, lo, c, v, w, n, g in zip(*cols, strict=True)]
+    return [
+        Bar(int(s), int(e), float(o), float(h), float(lo), float(c), float(v), float(w), int(n), bool(g))
+        for s, e, o, h, lo, c, v, w, n, g in zip(*cols, strict=True)
+    ]

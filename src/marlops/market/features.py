@@ -153,7 +153,13 @@ class SlowFeatures:
         volz = self._volz.update(bar.volume)
         ret, rng = _div(r, s48), _div(log_range, s48)
         structure = (
-            ret, rng, _div(math.log(c / self._ema20.update(c)), s48), rsi, macd, adx, volz,
+            ret,
+            rng,
+            _div(math.log(c / self._ema20.update(c)), s48),
+            rsi,
+            macd,
+            adx,
+            volz,
             _log_ratio(s12, s48),
         )
         n = len(closes)
@@ -172,8 +178,10 @@ class SlowFeatures:
             volz,
         )
         return (
-            [_fin(x) for x in structure], not any(x != x for x in structure),
-            [_fin(x) for x in regime], not any(x != x for x in regime),
+            [_fin(x) for x in structure],
+            not any(x != x for x in structure),
+            [_fin(x) for x in regime],
+            not any(x != x for x in regime),
         )
 
 
@@ -235,7 +243,16 @@ def slow_features_batch(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.
     adx = a["adx"] / 100.0
     volz = ind.zscore(v, 48)
     ret, rng = _bdiv(r, s48), _bdiv(log_range, s48)
-    structure = [ret, rng, _bdiv(np.log(c / ind.ema(c, 20)), s48), rsi, macd, adx, volz, _blog_ratio(s12, s48)]
+    structure = [
+        ret,
+        rng,
+        _bdiv(np.log(c / ind.ema(c, 20)), s48),
+        rsi,
+        macd,
+        adx,
+        volz,
+        _blog_ratio(s12, s48),
+    ]
     abs_dc = c.diff().abs().rolling(12).sum()
     regime = [
         ret,

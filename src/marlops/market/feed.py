@@ -23,7 +23,12 @@ from marlops.market.bars import (
     check_timeframes,
 )
 from marlops.market.events import BarClosed, EventBus, IndicatorsReady, TickAccepted
-from marlops.market.features import SlowFeatures, TacticalFeatures, slow_features_batch, tactical_features_batch
+from marlops.market.features import (
+    SlowFeatures,
+    TacticalFeatures,
+    slow_features_batch,
+    tactical_features_batch,
+)
 from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL, RingMatrix
 from marlops.market.ticks import Tick, TickValidator
 
@@ -78,9 +83,8 @@ class MarketFeed:
         if not self.validator.accept(tick):
             st.rejected = self.validator.rejected + self.base.rejected
             return False
-        late_before = self.base.rejected.total()
         closed = self.base.on_tick(tick)
-        if self.base.rejected.total() != late_before:
+        if closed is None:
             st.rejected = self.validator.rejected + self.base.rejected
             return False
         st.ticks_accepted += 1
@@ -118,8 +122,9 @@ class MarketFeed:
         if bus.has_subscribers(BarClosed):
             bus.publish(BarClosed("base", bar))
         if bus.has_subscribers(IndicatorsReady):
-            bus.publish(IndicatorsReady("base", bar.end, bar, {"tactical": self.tactical.copy()},
-                                        self.tactical.ready))
+            bus.publish(
+                IndicatorsReady("base", bar.end, bar, {"tactical": self.tactical.copy()}, self.tactical.ready)
+            )
         hbar = self.higher.on_bar(bar)
         if hbar is not None:
             self._on_higher_bar(hbar)
@@ -136,7 +141,9 @@ class MarketFeed:
             bus.publish(BarClosed("higher", bar))
         if bus.has_subscribers(IndicatorsReady):
             mats = {"structure": self.structure.copy(), "regime": self.regime.copy()}
-            bus.publish(IndicatorsReady("higher", bar.end, bar, mats, self.structure.ready and self.regime.ready))
+            bus.publish(
+                IndicatorsReady("higher", bar.end, bar, mats, self.structure.ready and self.regime.ready)
+            )
 
     # -- results ---------------------------------------------------------------------------------
 
@@ -150,8 +157,9 @@ class MarketFeed:
 def iter_ticks(frame: pd.DataFrame) -> Iterator[Tick]:
     """Canonical tick frame (ts, price, size, side with 0 = unknown) → Tick records."""
     sides = frame["side"].to_numpy() if "side" in frame else np.zeros(len(frame), dtype=np.int8)
-    for ts, p, s, sd in zip(frame["ts"].to_numpy(), frame["price"].to_numpy(), frame["size"].to_numpy(),
-                            sides, strict=True):
+    for ts, p, s, sd in zip(
+        frame["ts"].to_numpy(), frame["price"].to_numpy(), frame["size"].to_numpy(), sides, strict=True
+    ):
         yield Tick(int(ts), float(p), float(s), int(sd) or None)
 
 

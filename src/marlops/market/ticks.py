@@ -21,14 +21,15 @@ Nothing accepted is ever dropped afterwards: every accepted tick's size lands in
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
+from numbers import Integral
 
 log = logging.getLogger(__name__)
 
 NS_PER_SECOND = 1_000_000_000
+_INF = float("inf")
 
 
 class RejectReason(StrEnum):
@@ -62,13 +63,18 @@ class Tick:
 
 def validate_fields(tick: Tick) -> None:
     """Raise :class:`TickError` if a field of ``tick`` is malformed (independent of any history)."""
-    if isinstance(tick.ts, bool) or not isinstance(tick.ts, int) or tick.ts < 0:
-        raise TickError(RejectReason.BAD_TIMESTAMP, "ts", f"must be a non-negative int (ns), got {tick.ts!r}")
-    p = tick.price
-    if not isinstance(p, int | float) or not math.isfinite(p) or p <= 0:
+    ts, p, s = tick.ts, tick.price, tick.size
+    # bool is a subclass of int, so the fast path compares the class exactly; numpy ints are fine too
+    if (ts.__class__ is not int and (isinstance(ts, bool) or not isinstance(ts, Integral))) or ts < 0:
+        raise TickError(RejectReason.BAD_TIMESTAMP, "ts", f"must be a non-negative int (ns), got {ts!r}")
+    try:
+        # chained comparisons are False for NaN, so one test covers NaN, ±inf and the sign
+        price_ok, size_ok = 0.0 < p < _INF, 0.0 <= s < _INF
+    except TypeError:
+        price_ok = size_ok = False
+    if not price_ok or isinstance(p, bool):
         raise TickError(RejectReason.BAD_PRICE, "price", f"must be finite and > 0, got {p!r}")
-    s = tick.size
-    if not isinstance(s, int | float) or not math.isfinite(s) or s < 0:
+    if not size_ok or isinstance(s, bool):
         raise TickError(RejectReason.BAD_SIZE, "size", f"must be finite and >= 0, got {s!r}")
     if tick.side not in (None, -1, 0, 1):
         raise TickError(RejectReason.BAD_SIDE, "side", f"must be -1, 0, 1 or None, got {tick.side!r}")
@@ -100,7 +106,9 @@ class TickValidator:
             validate_fields(tick)
             key = (tick.ts, float(tick.price), float(tick.size), tick.side)
             if key in self._recent_keys:
-                raise TickError(RejectReason.DUPLICATE, "ts", f"duplicate of an accepted tick at ts={tick.ts}")
+                raise TickError(
+                    RejectReason.DUPLICATE, "ts", f"duplicate of an accepted tick at ts={tick.ts}"
+                )
             if tick.ts < self._newest_ts - self.out_of_order_tolerance_ns:
                 raise TickError(
                     RejectReason.OUT_OF_ORDER,
