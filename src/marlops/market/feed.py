@@ -118,16 +118,17 @@ class MarketFeed:
             self.base_bars.append(bar)
         row, warm = self.tactical_features.update(bar)
         self.tactical.push(row, warm)
+        # At a higher-timeframe boundary the higher bar's events go first, so a subscriber runs the
+        # slow agents (regime → structure) before the tactical one, as the design orders them.
+        hbar = self.higher.on_bar(bar)
+        if hbar is not None:
+            self._on_higher_bar(hbar)
         bus = self.bus
         if bus.has_subscribers(BarClosed):
             bus.publish(BarClosed("base", bar))
         if bus.has_subscribers(IndicatorsReady):
-            bus.publish(
-                IndicatorsReady("base", bar.end, bar, {"tactical": self.tactical.copy()}, self.tactical.ready)
-            )
-        hbar = self.higher.on_bar(bar)
-        if hbar is not None:
-            self._on_higher_bar(hbar)
+            mats = {"tactical": self.tactical.copy()}
+            bus.publish(IndicatorsReady("base", bar.end, bar, mats, self.tactical.ready))
 
     def _on_higher_bar(self, bar: Bar) -> None:
         self.stats.higher_bars += 1

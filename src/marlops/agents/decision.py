@@ -1,0 +1,296 @@
+"""Pure decision logic: from agent outputs and the portfolio to a target position within hard limits.
+
+No I/O, no clocks, no networks: ``decide`` is a function of its inputs, which is what lets a property
+test drive it with arbitrary network outputs and show that no decision ever breaks a limit. The
+environment (training) and the engine (serving) both call it, so they cannot drift apart.
+
+Order of the gates (later ones win):
+1. tactical proposal → target (entries sized by risk capital and an ATR stop, scaled by structure's size);
+2. consensus (configurable) may turn an entry into a hold;
+3. the risk agent: allow / modify_size (scale the entry) / force_exit / block_entry; then the
+   stop loss and take profit set at entry;
+4. fail closed (a missing, stale, NaN or late agent output): no new exposure, exits still allowed;
+5. max daily loss: flatten and no entries for the rest of the day; kill switch: flatten, nothing else;
+6. hard limits clamp the target: max position, max exposure (notional), max leverage.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from marlops.agents.hub import CommunicationHub, ConsensusConfig
+from marlops.agents.types import (
+    PORTFOLIO_FEATURES,
+    RiskAction,
+    RiskOutput,
+    StructureOutput,
+    TacticalAction,
+    TacticalOutput,
+)
+
+
+@dataclass(frozen=True)
+class RiskLimits:
+    """Hard limits that hold whatever the networks output."""
+
+    max_position: float = 2_000.0  # units of the instrument, either side
+    max_exposure: float = 250_000.0  # gross notional, currency
+    max_leverage: float = 2.0  # gross notional / equity
+    max_daily_loss: float = 0.03  # fraction of the day's starting equity; beyond it: flat, no entries
+    kill_switch: bool = False  # flat, and nothing else
+    risk_per_trade: float = 0.01  # equity fraction put at risk by a full-size entry (to the stop)
+    stop_atr: float = 2.0  # stop loss distance in ATRs
+    take_profit_atr: float = 3.0  # take profit distance in ATRs
+    modify_size_factor: float = 0.5  # the risk agent's modify_size scales an entry by this
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_position",
+            "max_exposure",
+            "max_leverage",
+            "max_daily_loss",
+            "risk_per_trade",
+            "stop_atr",
+            "take_profit_atr",
+        ):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}: must be finite and > 0, got {v!r}")
+        if not 0.0 <= self.modify_size_factor <= 1.0:
+            raise ValueError(f"modify_size_factor: must be in [0, 1], got {self.modify_size_factor!r}")
+
+
+@dataclass
+class Portfolio:
+    """Paper portfolio: cash accounting of one instrument's position at an average entry price."""
+
+    equity_start: float = 100_000.0
+    position: float = 0.0
+    avg_price: float = 0.0
+    realized_pnl: float = 0.0
+    commission_paid: float = 0.0
+    day: int = -1  # UTC day number of the current trading day
+    day_start_equity: float = 100_000.0
+    peak_equity: float = 100_000.0
+    bars_in_position: int = 0
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    halted_day: int = -1  # day on which the max daily loss was hit (no entries until the next one)
+
+    def equity(self, price: float) -> float:
+        return (
+            self.equity_start
+            + self.realized_pnl
+            - self.commission_paid
+            + self.position * (price - self.avg_price)
+        )
+
+    def roll_day(self, ts: int, price: float) -> None:
+        day = ts // 86_400_000_000_000
+        if day != self.day:
+            self.day, self.day_start_equity = day, self.equity(price)
+
+    def fill(self, qty: float, price: float, commission_rate: float = 0.0) -> None:
+        """Apply a fill of signed ``qty`` at ``price`` (realizing PnL on the closed part)."""
+        if qty == 0.0:
+            return
+        pos = self.position
+        if pos == 0.0 or pos * qty > 0:  # open or add: new average price
+            new = pos + qty
+            self.avg_price = (self.avg_price * pos + price * qty) / new
+            self.position = new
+        else:
+            closed = min(abs(qty), abs(pos)) * math.copysign(1.0, pos)
+            self.realized_pnl += closed * (price - self.avg_price)
+            self.position = pos + qty
+            if self.position * pos < 0:  # flipped: the remainder opens at this price
+                self.avg_price = price
+            elif self.position == 0.0:
+                self.avg_price = 0.0
+        self.commission_paid += abs(qty) * price * commission_rate
+        if self.position == 0.0:
+            self.bars_in_position, self.stop_loss, self.take_profit = 0, None, None
+
+    def state_vector(self, price: float, limits: RiskLimits) -> np.ndarray:
+        """The PORTFOLIO_FEATURES vector for the risk agent."""
+        eq = self.equity(price)
+        notional = abs(self.position) * price
+        upnl = self.position * (price - self.avg_price)
+        self.peak_equity = max(self.peak_equity, eq)
+        stop = 0.0
+        if self.position and self.stop_loss:
+            stop = math.copysign((price - self.stop_loss) / price, self.position)
+        v = (
+            self.position / limits.max_position,
+            upnl / eq if eq > 0 else -1.0,
+            (eq - self.day_start_equity) / self.day_start_equity if self.day_start_equity > 0 else -1.0,
+            notional / eq / limits.max_leverage if eq > 0 else 1.0,
+            notional / limits.max_exposure,
+            min(self.bars_in_position / 288.0, 1.0),
+            (self.peak_equity - eq) / self.peak_equity if self.peak_equity > 0 else 1.0,
+            stop,
+        )
+        return np.clip(np.asarray(v, dtype=np.float32), -10.0, 10.0)
+
+
+assert len(PORTFOLIO_FEATURES) == 8
+
+
+@dataclass(frozen=True)
+class DecisionInputs:
+    price: float
+    atr: float  # of the base timeframe, price units; NaN while warming up
+    tactical: TacticalOutput | None  # None on tick decisions (the proposal is "hold")
+    structure: StructureOutput | None
+    risk: RiskOutput | None
+    fail_reasons: tuple[str, ...] = ()  # non-empty: fail closed
+
+
+@dataclass(frozen=True)
+class DecisionCore:
+    action: TacticalAction
+    target: float
+    risk_capital: float
+    stop_loss: float | None
+    take_profit: float | None
+    overrides: tuple[str, ...] = field(default=())
+
+
+def _no_new_exposure(current: float, target: float) -> float:
+    if target * current < 0:
+        return 0.0  # a flip's exit part is allowed, its new side is not
+    if abs(target) > abs(current):
+        return current
+    return target
+
+
+def clamp_to_limits(
+    target: float, price: float, equity: float, limits: RiskLimits
+) -> tuple[float, list[str]]:
+    """The largest |target| (same sign) that respects every hard limit, and which limits bit."""
+    hits: list[str] = []
+    cap = limits.max_position
+    by_exposure = limits.max_exposure / price
+    by_leverage = limits.max_leverage * equity / price if equity > 0 else 0.0
+    if by_exposure < cap:
+        cap = by_exposure
+    if by_leverage < cap:
+        cap = by_leverage
+    if abs(target) > cap:
+        if abs(target) > limits.max_position:
+            hits.append("limit:max_position")
+        if abs(target) > by_exposure:
+            hits.append("limit:max_exposure")
+        if abs(target) > by_leverage:
+            hits.append("limit:max_leverage")
+        # shave a hair so rounding of cap × price cannot land a ulp above the limit
+        target = math.copysign(cap * (1.0 - 1e-12), target)
+    return target, hits
+
+
+def decide(
+    inp: DecisionInputs,
+    pf: Portfolio,
+    limits: RiskLimits,
+    hub: CommunicationHub | None = None,
+    consensus: ConsensusConfig | None = None,
+) -> DecisionCore:
+    """The target position for this decision, with every override that shaped it."""
+    price, cur = inp.price, pf.position
+    overrides: list[str] = []
+    equity = pf.equity(price)
+    action = inp.tactical.action if inp.tactical is not None else TacticalAction.HOLD
+    atr_ok = math.isfinite(inp.atr) and inp.atr > 0
+    stop_dist = limits.stop_atr * inp.atr if atr_ok else float("nan")
+    entering = action in (TacticalAction.ENTER_LONG, TacticalAction.ENTER_SHORT)
+    direction = 1.0 if action == TacticalAction.ENTER_LONG else -1.0
+    risk_capital = 0.0
+
+    # 1. the tactical proposal
+    if entering:
+        size = 1.0
+        if inp.structure is not None and math.isfinite(inp.structure.size):
+            size = min(max(inp.structure.size, 0.0), 1.0)
+        risk_capital = max(equity, 0.0) * limits.risk_per_trade * size
+        if not atr_ok:
+            target, entering = cur, False
+            overrides.append("entry:no_atr_yet")
+        elif cur * direction > 0:
+            target = cur  # already on that side: no pyramiding
+        else:
+            target = direction * risk_capital / stop_dist
+    elif action == TacticalAction.EXIT_POSITION:
+        target = 0.0
+    elif action == TacticalAction.REDUCE_SIZE:
+        target = cur / 2.0
+    else:
+        target = cur
+
+    # 2. consensus
+    risk_act = inp.risk.action if inp.risk is not None else None
+    if entering and inp.tactical is not None:
+        approves = risk_act in (RiskAction.ALLOW, RiskAction.MODIFY_SIZE)
+        res = (
+            hub.consensus(inp.tactical, inp.structure, approves)
+            if hub is not None
+            else CommunicationHub(consensus=consensus).consensus(inp.tactical, inp.structure, approves)
+        )
+        if not res.agree:
+            target, entering = cur, False
+            overrides.append(f"consensus:{res.reason}")
+
+    # 3. the risk agent
+    if risk_act == RiskAction.FORCE_EXIT and cur != 0.0:
+        target = 0.0
+        overrides.append("risk:force_exit")
+    elif risk_act == RiskAction.BLOCK_ENTRY and entering:
+        target, entering = cur, False
+        overrides.append("risk:block_entry")
+    elif risk_act == RiskAction.MODIFY_SIZE and entering:
+        target = cur + (target - cur) * limits.modify_size_factor
+        overrides.append("risk:modify_size")
+
+    # protective exits set at entry
+    if cur != 0.0 and pf.stop_loss is not None and (price - pf.stop_loss) * cur <= 0:
+        target = 0.0
+        overrides.append("exit:stop_loss")
+    elif cur != 0.0 and pf.take_profit is not None and (price - pf.take_profit) * cur >= 0:
+        target = 0.0
+        overrides.append("exit:take_profit")
+
+    # 4. fail closed
+    if inp.fail_reasons:
+        t = _no_new_exposure(cur, target)
+        if t != target:
+            overrides.append("fail_closed")
+        target = t
+
+    # 5. daily loss and kill switch
+    if pf.halted_day == pf.day or (
+        pf.day_start_equity > 0
+        and equity - pf.day_start_equity <= -limits.max_daily_loss * pf.day_start_equity
+    ):
+        pf.halted_day = pf.day
+        if target != 0.0:
+            overrides.append("limit:max_daily_loss")
+        target = 0.0
+    if limits.kill_switch:
+        if target != 0.0 or cur != 0.0:
+            overrides.append("kill_switch")
+        target = 0.0
+
+    # 6. hard limits
+    target, hits = clamp_to_limits(target, price, equity, limits)
+    overrides += hits
+
+    new_side = target != 0.0 and target * cur <= 0
+    stop = take = None
+    if new_side and atr_ok:
+        s = math.copysign(1.0, target)
+        stop, take = price - s * stop_dist, price + s * limits.take_profit_atr * inp.atr
+    elif target != 0.0:
+        stop, take = pf.stop_loss, pf.take_profit
+    return DecisionCore(action, target, risk_capital, stop, take, tuple(overrides))
