@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["market"]
+BENCHMARKS = ["market", "agents"]
 
 
 def main(argv: list[str]) -> None:

@@ -16,6 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from marlops.agents.decision import RiskLimits
+from marlops.agents.engine import AuditLog
+from marlops.agents.replay import replay_ticks
+from marlops.agents.runtime import AgentSet
 from marlops.market.bars import parse_timeframe
 from marlops.market.charts import plot_market
 from marlops.market.dataset import (
@@ -190,6 +194,64 @@ def data_inspect(
         bars, chart or dataset / "chart.png", regimes=ds.labels, title=str(ds.meta.get("source", ""))
     )
     console.print(f"chart: {path}")
+
+
+@app.command("decide")
+def decide_cmd(
+    replay: Annotated[
+        Path, typer.Option(exists=True, help="Tick file (CSV/Parquet) or a dataset folder with ticks.")
+    ],
+    models: Annotated[
+        Path | None,
+        typer.Option(help="Folder of saved agents; default: untrained agents built from models/*.yaml."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the untrained agents' weights.")] = 0,
+    audit: Annotated[Path | None, typer.Option(help="Append one JSON line per decision here.")] = None,
+    columns: Annotated[
+        str, typer.Option(help="Column mapping of a tick file, e.g. 'ts=time,price=px'.")
+    ] = "",
+    tz: Annotated[str, typer.Option(help="Time zone of a tick file's timestamps without an offset.")] = "UTC",
+    max_position: Annotated[
+        float, typer.Option(help="Hard limit: units either side.")
+    ] = RiskLimits.max_position,
+    max_leverage: Annotated[
+        float, typer.Option(help="Hard limit: gross notional / equity.")
+    ] = RiskLimits.max_leverage,
+    kill_switch: Annotated[bool, typer.Option(help="Flatten and trade nothing.")] = False,
+) -> None:
+    """Replay ticks through the market feed and the decision engine (all four agents on their clocks)
+    and print a decision summary: actions, overrides, fail-closed reasons, PnL and latency."""
+    try:
+        if replay.is_dir():
+            ds = MarketDataset.load(replay, with_ticks=True)
+            if ds.ticks is None:
+                raise ValueError(
+                    f"{replay}: dataset has no ticks.parquet (bar imports cannot be replayed tick by tick)"
+                )
+            ticks = ds.ticks
+        else:
+            ticks = read_ticks(replay, ColumnMap.parse(columns) if columns else ColumnMap(), tz=tz)
+        limits = RiskLimits(max_position=max_position, max_leverage=max_leverage, kill_switch=kill_switch)
+    except (DataFileError, ValueError, FileNotFoundError) as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    agents = AgentSet.load(models) if models else AgentSet.untrained(seed=seed)
+    log = AuditLog(audit) if audit else None
+    progress, advance = _tick_progress(len(ticks), "replaying ticks through the engine")
+    try:
+        with progress:
+            res = replay_ticks(ticks, agents, limits, audit=log, progress=advance)
+    finally:
+        if log:
+            log.close()
+    table = Table(title=f"decisions over {replay}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for k, v in {"models": ", ".join(f"{a}={v}" for a, v in agents.versions.items()), **res.summary}.items():
+        table.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    if audit:
+        console.print(f"audit log: {audit}")
 
 
 @app.command("run")

@@ -16,9 +16,10 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import IO, Protocol
 
 import numpy as np
@@ -97,11 +98,13 @@ class TradeDecision:
     overrides: tuple[str, ...]
     fail_closed: bool
     reasons: tuple[str, ...]
-    model_versions: dict[str, str]
+    model_versions: Mapping[str, str]
     latency_us: dict[str, float]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["model_versions"], d["latency_us"] = dict(self.model_versions), dict(self.latency_us)
+        return d
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +181,13 @@ class DecisionEngine:
         self._slow_ready = False
         self._slow_faults: tuple[str, ...] = ("regime:missing", "structure:missing")
         self._slow_latency: dict[str, float] = {}
+        self._slow_total_us = 0.0
         self._tactical_m: np.ndarray | None = None
         self._risk_cache: np.ndarray | None = None
         self._risk_cache_ts = -1
         self._proposal_hold = self._proposal(None, None)
+        # one read-only mapping shared by every decision (copying it per tick is measurable)
+        self._versions: Mapping[str, str] = MappingProxyType(dict(agents.versions))
 
     # -- wiring ----------------------------------------------------------------------------------
 
@@ -201,6 +207,7 @@ class DecisionEngine:
         return self._run_base(ev)
 
     def _run_slow(self, ev: IndicatorsReady) -> None:
+        t0 = time.perf_counter_ns()
         faults: list[str] = [] if ev.ready else ["warming_up:higher"]
         self._slow_mats = ev.matrices
         self._slow_ts, self._slow_ready = ev.ts, ev.ready
@@ -222,6 +229,7 @@ class DecisionEngine:
             faults.append("structure:nan")
         self._slow_faults = tuple(faults)
         self._slow_latency = lat
+        self._slow_total_us = (time.perf_counter_ns() - t0) / 1e3
 
     def _run_base(self, ev: IndicatorsReady) -> TradeDecision:
         t0 = time.perf_counter_ns()
@@ -262,6 +270,7 @@ class DecisionEngine:
             faults,
             lat,
             t0,
+            self._slow_total_us if at_slow else 0.0,
         )
 
     def on_tick(self, ev: TickAccepted) -> TradeDecision | None:
@@ -332,6 +341,7 @@ class DecisionEngine:
         faults: list[str],
         lat: dict[str, float],
         t0: int,
+        upstream_us: float = 0.0,
     ) -> TradeDecision:
         pf, limits, price = self.portfolio, self.limits, self._price
         pvec = pf.state_vector(price, limits)
@@ -349,6 +359,8 @@ class DecisionEngine:
         qty = core.target - pf.position
         equity = pf.equity(price)
         lat["engine"] = (time.perf_counter_ns() - t0) / 1e3
+        # data-to-decision: this call plus the slow agents that ran for the same bar close, if any
+        lat["total"] = lat["engine"] + upstream_us
         d = TradeDecision(
             ts=ts,
             timeframe=timeframe,
@@ -367,7 +379,7 @@ class DecisionEngine:
             overrides=core.overrides,
             fail_closed=bool(faults),
             reasons=tuple(faults),
-            model_versions=dict(self.agents.versions),
+            model_versions=self._versions,
             latency_us=lat,
         )
         if self.config.paper and qty != 0.0:
