@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["market", "agents"]
+BENCHMARKS = ["market", "agents", "agents_gpu"]
 
 
 def main(argv: list[str]) -> None:
