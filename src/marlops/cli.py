@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -261,17 +262,45 @@ def run(
     ),
     days: Annotated[float, typer.Option(min=1.0, help="Days of synthetic market to generate.")] = 90.0,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic market.")] = 0,
+    replay_days: Annotated[
+        float, typer.Option(min=0.0, help="Replay the last N days through the decision engine (0: skip).")
+    ] = 7.0,
 ) -> None:
-    """The main job on embedded defaults. Today: synthetic market → bars → indicators → matrices → summary
-    and chart. Later issues extend it into train → register → serve → decide → drift."""
+    """The main job on embedded defaults. Today: synthetic market → bars → indicators → matrices → chart,
+    then the last days replayed tick by tick through the four (untrained) agents and the decision engine.
+    Later issues extend it into train → register → serve → decide → drift."""
     t0 = time.perf_counter()
     ds = _synth(workdir / "market", days, seed, "2025-01-01T00:00:00Z", FeedConfig())
     _print_summary(ds, "market data")
     chart = plot_market(
         ds.higher, workdir / "market_chart.png", regimes=ds.labels, title=f"synthetic market, seed {seed}"
     )
+    audit_path = None
+    if replay_days > 0:
+        ticks = pd.read_parquet(ds.path / "ticks.parquet")
+        ticks = ticks[ticks["ts"] >= ticks["ts"].iloc[-1] - int(replay_days * 86_400e9)]
+        with console.status("loading the agents (the first run exports their ONNX graphs, ~15 s)"):
+            agents = AgentSet.untrained(seed=seed)
+        audit_path = workdir / "decisions.jsonl"
+        audit_path.unlink(missing_ok=True)
+        log = AuditLog(audit_path)
+        progress, advance = _tick_progress(len(ticks), "decision engine replay")
+        try:
+            with progress:
+                res = replay_ticks(ticks.reset_index(drop=True), agents, audit=log, progress=advance)
+        finally:
+            log.close()
+        table = Table(
+            title=f"decisions over the last {replay_days:g} days (untrained agents)", show_header=False
+        )
+        table.add_column(style="bold")
+        table.add_column()
+        for k, v in res.summary.items():
+            table.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
+        console.print(table)
     console.print(
         f"[green]done[/green] in {time.perf_counter() - t0:.1f} s — dataset {ds.path}, chart {chart}"
+        + (f", decisions {audit_path}" if audit_path else "")
     )
 
 
