@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marlops.agents.decision import DecisionInputs, Portfolio, RiskLimits, clamp_to_limits, decide
+from marlops.agents.decision import (
+    BatchInputs,
+    DecisionInputs,
+    Portfolio,
+    RiskLimits,
+    clamp_to_limits,
+    decide,
+    decide_batch,
+)
 from marlops.agents.hub import CommunicationHub, ConsensusConfig, ConsensusRule, Message
 from marlops.agents.types import (
     MESSAGE_DIM,
@@ -283,3 +291,131 @@ def test_hub_inbox_masks_missing_stale_and_nan() -> None:
     hub.subscribe("regime", received.append)
     hub.publish(Message("regime", 20, "r1", None, v))
     assert len(received) == 1 and received[0].ts == 20
+
+
+def test_nan_structure_bias_never_counts_as_agreement() -> None:
+    pf = Portfolio()
+    pf.roll_day(0, 100.0)
+    d = decide(
+        DecisionInputs(
+            100.0, 1.0, tactical(TacticalAction.ENTER_LONG), structure(math.nan), risk(RiskAction.ALLOW)
+        ),
+        pf,
+        RiskLimits(),
+    )
+    assert d.target == 0.0 and d.overrides == ("consensus:structure_disagrees",)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(scenarios(), min_size=1, max_size=8), st.sampled_from(list(ConsensusRule)))
+def test_decide_batch_equals_decide(cases, rule) -> None:
+    limits = cases[0][2]
+    rows = []
+    for pf, inp, _, _ in cases:
+        pf.stop_loss = (
+            inp.price * 0.97 if pf.position > 0 else (inp.price * 1.03 if pf.position < 0 else None)
+        )
+        pf.take_profit = None
+        rows.append((pf, inp))
+
+    def arr(f, dtype=float):
+        return np.asarray([f(pf, inp) for pf, inp in rows], dtype=dtype)
+
+    batch = BatchInputs(
+        price=arr(lambda p, i: i.price),
+        atr=arr(lambda p, i: i.atr),
+        tactical_action=arr(lambda p, i: int(i.tactical.action) if i.tactical is not None else -1, int),
+        tactical_confidence=arr(lambda p, i: i.tactical.confidence if i.tactical is not None else 0.0),
+        structure_present=arr(lambda p, i: i.structure is not None, bool),
+        structure_bias=arr(lambda p, i: i.structure.bias if i.structure is not None else 0.0),
+        structure_size=arr(lambda p, i: i.structure.size if i.structure is not None else 0.0),
+        risk_action=arr(lambda p, i: int(i.risk.action) if i.risk is not None else -1, int),
+        fail=arr(lambda p, i: bool(i.fail_reasons), bool),
+        position=arr(lambda p, i: p.position),
+        equity=arr(lambda p, i: p.equity(i.price)),
+        day_start_equity=arr(lambda p, i: p.day_start_equity),
+        halted=arr(lambda p, i: p.halted_day == p.day, bool),
+        stop_loss=arr(lambda p, i: np.nan if p.stop_loss is None else p.stop_loss),
+        take_profit=arr(lambda p, i: np.nan),
+    )
+    vec = decide_batch(batch, limits, ConsensusConfig(rule))
+    hub = CommunicationHub(consensus=ConsensusConfig(rule))
+    for k, (pf, inp) in enumerate(rows):
+        one = decide(inp, pf, limits, hub)
+        assert vec.target[k] == pytest.approx(one.target, rel=1e-12, abs=1e-12), k
+        assert vec.risk_capital[k] == pytest.approx(one.risk_capital, rel=1e-12, abs=1e-12)
+        assert (np.isnan(vec.stop_loss[k]) and one.stop_loss is None) or vec.stop_loss[k] == pytest.approx(
+            one.stop_loss, rel=1e-12
+        )
+        assert vec.halted[k] == (pf.halted_day == pf.day)
+
+
+def test_decide_batch_equals_decide_on_many_typical_rows() -> None:
+    """A wide random sweep (seeded) where every gate fires often, unlike the adversarial cases above."""
+    rng = np.random.default_rng(0)
+    n = 4000
+    limits = RiskLimits(max_position=800.0, max_exposure=60_000.0, max_leverage=1.0, max_daily_loss=0.02)
+    for rule in ConsensusRule:
+        rows, fired = [], set()
+        for _ in range(n):
+            price = float(rng.uniform(50, 150))
+            pf = Portfolio()
+            pf.roll_day(0, price)
+            if rng.random() < 0.6:
+                pf.fill(float(rng.uniform(-900, 900)), price * float(rng.uniform(0.95, 1.05)))
+                side = np.sign(pf.position)
+                pf.stop_loss = price * (1 - side * rng.uniform(-0.01, 0.03))
+                pf.take_profit = price * (1 + side * rng.uniform(-0.01, 0.05)) if rng.random() < 0.5 else None
+            pf.day_start_equity = pf.equity(price) * float(rng.uniform(0.99, 1.03))
+            act = int(rng.integers(0, 5))
+            tac = tactical(TacticalAction(act), float(rng.uniform(0.3, 1.0))) if rng.random() < 0.9 else None
+            stc = (
+                structure(float(rng.uniform(-1, 1)), float(rng.uniform(0, 1))) if rng.random() < 0.8 else None
+            )
+            rk = risk(RiskAction(int(rng.integers(0, 4)))) if rng.random() < 0.9 else None
+            atr = float(rng.uniform(0.05, 2.0)) if rng.random() < 0.95 else math.nan
+            inp = DecisionInputs(price, atr, tac, stc, rk, ("x:late",) if rng.random() < 0.1 else ())
+            rows.append((pf, inp))
+        batch = BatchInputs(
+            price=np.array([i.price for _, i in rows]),
+            atr=np.array([i.atr for _, i in rows]),
+            tactical_action=np.array([int(i.tactical.action) if i.tactical else -1 for _, i in rows]),
+            tactical_confidence=np.array([i.tactical.confidence if i.tactical else 0.0 for _, i in rows]),
+            structure_present=np.array([i.structure is not None for _, i in rows]),
+            structure_bias=np.array([i.structure.bias if i.structure else 0.0 for _, i in rows]),
+            structure_size=np.array([i.structure.size if i.structure else 0.0 for _, i in rows]),
+            risk_action=np.array([int(i.risk.action) if i.risk else -1 for _, i in rows]),
+            fail=np.array([bool(i.fail_reasons) for _, i in rows]),
+            position=np.array([p.position for p, _ in rows]),
+            equity=np.array([p.equity(i.price) for p, i in rows]),
+            day_start_equity=np.array([p.day_start_equity for p, _ in rows]),
+            halted=np.zeros(n, bool),
+            stop_loss=np.array([np.nan if p.stop_loss is None else p.stop_loss for p, _ in rows]),
+            take_profit=np.array([np.nan if p.take_profit is None else p.take_profit for p, _ in rows]),
+        )
+        vec = decide_batch(batch, limits, ConsensusConfig(rule))
+        hub = CommunicationHub(consensus=ConsensusConfig(rule))
+        for k, (pf, inp) in enumerate(rows):
+            one = decide(inp, pf, limits, hub)
+            fired.update(o.split(":")[0] + ":" + o.split(":")[-1] if ":" in o else o for o in one.overrides)
+            assert vec.target[k] == pytest.approx(one.target, rel=1e-12, abs=1e-12), (rule, k, one.overrides)
+            assert (np.isnan(vec.stop_loss[k]) and one.stop_loss is None) or vec.stop_loss[
+                k
+            ] == pytest.approx(one.stop_loss, rel=1e-12)
+            assert (np.isnan(vec.take_profit[k]) and one.take_profit is None) or vec.take_profit[
+                k
+            ] == pytest.approx(one.take_profit, rel=1e-12)
+        expected = {
+            "risk:modify_size",
+            "risk:block_entry",
+            "risk:force_exit",
+            "exit:stop_loss",
+            "exit:take_profit",
+            "fail_closed",
+            "limit:max_daily_loss",
+            "limit:max_position",
+            "limit:max_leverage",
+        }
+        if rule in (ConsensusRule.RISK_APPROVES, ConsensusRule.ALL):  # consensus vetoes before the risk gate
+            expected = (expected - {"risk:block_entry"}) | {"consensus:risk_disapproves"}
+        assert expected <= fired, expected - fired  # every gate was exercised

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from marlops.agents.hub import CommunicationHub, ConsensusConfig
+from marlops.agents.hub import CommunicationHub, ConsensusConfig, ConsensusRule
 from marlops.agents.types import (
     PORTFOLIO_FEATURES,
     RiskAction,
@@ -296,3 +296,117 @@ def decide(
     elif target != 0.0:
         stop, take = pf.stop_loss, pf.take_profit
     return DecisionCore(action, target, risk_capital, stop, take, tuple(overrides))
+
+
+# ---------------------------------------------------------------------------------------------
+# The same gates over a batch of independent portfolios (the vectorized training environment).
+# tests/test_decision.py proves decide_batch == decide element by element on random inputs.
+
+
+@dataclass(frozen=True)
+class BatchInputs:
+    """Arrays of shape (n,). Missing agent outputs: ``tactical_action`` -1 (hold, as on a tick),
+    ``structure_present`` False, ``risk_action`` -1; missing stops are NaN."""
+
+    price: np.ndarray
+    atr: np.ndarray
+    tactical_action: np.ndarray  # int, TacticalAction or -1
+    tactical_confidence: np.ndarray
+    structure_present: np.ndarray  # bool
+    structure_bias: np.ndarray
+    structure_size: np.ndarray
+    risk_action: np.ndarray  # int, RiskAction or -1
+    fail: np.ndarray  # bool: fail closed
+    position: np.ndarray
+    equity: np.ndarray
+    day_start_equity: np.ndarray
+    halted: np.ndarray  # bool: the max daily loss was hit earlier today
+    stop_loss: np.ndarray
+    take_profit: np.ndarray
+
+
+@dataclass(frozen=True)
+class BatchDecision:
+    target: np.ndarray
+    risk_capital: np.ndarray
+    stop_loss: np.ndarray  # NaN: none
+    take_profit: np.ndarray
+    halted: np.ndarray  # the daily-loss halt after this decision
+
+
+def decide_batch(
+    b: BatchInputs, limits: RiskLimits, consensus: ConsensusConfig | None = None
+) -> BatchDecision:
+    """:func:`decide` for many portfolios at once (numpy, no Python loop over the batch)."""
+    cfg = consensus or ConsensusConfig()
+    price, cur, equity = b.price, b.position, b.equity
+    a = b.tactical_action
+    entering = (a == TacticalAction.ENTER_LONG) | (a == TacticalAction.ENTER_SHORT)
+    direction = np.where(a == TacticalAction.ENTER_LONG, 1.0, -1.0)
+    atr_ok = np.isfinite(b.atr) & (b.atr > 0)
+    stop_dist = limits.stop_atr * np.where(atr_ok, b.atr, np.nan)
+    size = np.where(
+        b.structure_present & np.isfinite(b.structure_size), np.clip(b.structure_size, 0.0, 1.0), 1.0
+    )
+    risk_capital = np.where(entering, np.maximum(equity, 0.0) * limits.risk_per_trade * size, 0.0)
+
+    # 1. the tactical proposal
+    target = np.where(
+        a == TacticalAction.EXIT_POSITION, 0.0, np.where(a == TacticalAction.REDUCE_SIZE, cur / 2.0, cur)
+    )
+    no_atr = entering & ~atr_ok
+    entering = entering & ~no_atr
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fresh = entering & ~(cur * direction > 0)
+        target = np.where(fresh, direction * risk_capital / np.where(fresh, stop_dist, 1.0), target)
+
+    # 2. consensus (the tactical proposal is present wherever an entry is)
+    risk = b.risk_action
+    disagree = ~(b.tactical_confidence >= cfg.min_confidence)
+    if cfg.rule in (ConsensusRule.STRUCTURE_AGREES, ConsensusRule.ALL):
+        disagree |= ~b.structure_present | ~(direction * b.structure_bias >= cfg.min_bias)
+    if cfg.rule in (ConsensusRule.RISK_APPROVES, ConsensusRule.ALL):
+        disagree |= ~((risk == RiskAction.ALLOW) | (risk == RiskAction.MODIFY_SIZE))
+    veto = entering & disagree
+    target = np.where(veto, cur, target)
+    entering = entering & ~veto
+
+    # 3. the risk agent, then protective exits
+    force = (risk == RiskAction.FORCE_EXIT) & (cur != 0.0)
+    block = (risk == RiskAction.BLOCK_ENTRY) & entering
+    modify = (risk == RiskAction.MODIFY_SIZE) & entering
+    target = np.where(
+        force,
+        0.0,
+        np.where(block, cur, np.where(modify, cur + (target - cur) * limits.modify_size_factor, target)),
+    )
+    with np.errstate(invalid="ignore"):
+        stop_hit = (cur != 0.0) & np.isfinite(b.stop_loss) & ((price - b.stop_loss) * cur <= 0)
+        tp_hit = ~stop_hit & (cur != 0.0) & np.isfinite(b.take_profit) & ((price - b.take_profit) * cur >= 0)
+    target = np.where(stop_hit | tp_hit, 0.0, target)
+
+    # 4. fail closed: no new exposure
+    no_new = np.where(target * cur < 0, 0.0, np.where(np.abs(target) > np.abs(cur), cur, target))
+    target = np.where(b.fail, no_new, target)
+
+    # 5. daily loss, kill switch
+    dse = b.day_start_equity
+    halted = b.halted | ((dse > 0) & (equity - dse <= -limits.max_daily_loss * dse))
+    target = np.where(halted, 0.0, target)
+    if limits.kill_switch:
+        target = np.zeros_like(target)
+
+    # 6. hard limits
+    with np.errstate(divide="ignore"):
+        cap = np.minimum(limits.max_position, limits.max_exposure / price)
+        cap = np.minimum(cap, np.where(equity > 0, limits.max_leverage * equity / price, 0.0))
+    target = np.where(np.abs(target) > cap, np.copysign(cap * (1.0 - 1e-12), target), target)
+
+    new_side = (target != 0.0) & (target * cur <= 0)
+    s = np.sign(target)
+    opened = new_side & atr_ok
+    stop = np.where(opened, price - s * stop_dist, np.where(target != 0.0, b.stop_loss, np.nan))
+    take = np.where(
+        opened, price + s * limits.take_profit_atr * b.atr, np.where(target != 0.0, b.take_profit, np.nan)
+    )
+    return BatchDecision(target, risk_capital, stop, take, halted)

@@ -135,11 +135,12 @@ class CommunicationHub:
         action = tactical.action
         if action not in (TacticalAction.ENTER_LONG, TacticalAction.ENTER_SHORT):
             return ConsensusResult(True)
-        if tactical.confidence < cfg.min_confidence:
+        # written as "not >=" so a NaN confidence or bias counts as disagreement, never as agreement
+        if not tactical.confidence >= cfg.min_confidence:
             return ConsensusResult(False, "tactical_confidence_low")
         if cfg.rule in (ConsensusRule.STRUCTURE_AGREES, ConsensusRule.ALL):
             direction = 1.0 if action == TacticalAction.ENTER_LONG else -1.0
-            if structure is None or direction * structure.bias < cfg.min_bias:
+            if structure is None or not direction * structure.bias >= cfg.min_bias:
                 return ConsensusResult(False, "structure_disagrees")
         if cfg.rule in (ConsensusRule.RISK_APPROVES, ConsensusRule.ALL) and not risk_approves:
             return ConsensusResult(False, "risk_disapproves")
