@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["market", "agents", "agents_gpu"]
+BENCHMARKS = ["market", "agents", "agents_gpu", "env"]
 
 
 def main(argv: list[str]) -> None:

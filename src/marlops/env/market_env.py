@@ -1,0 +1,279 @@
+"""A vectorized multi-agent market environment: many episodes in one batch, numpy, no loop over episodes.
+
+Each environment step is one base (5-minute) bar. Agents act on their own clocks:
+- regime and structure act only on steps that close a higher (30-minute) bar (``obs["slow_step"]``);
+  between their decisions the environment holds structure's last bias and size (semi-MDP);
+- tactical and risk act every step (in training the risk agent's "every tick" is every base bar).
+
+The position logic is ``agents.decision.decide_batch``, the vectorized twin of the engine's ``decide``
+(tested equal), so training and serving apply the same gates and hard limits.
+
+Execution at the bar's close with costs: commission and half the spread on the traded notional, plus
+slippage that grows with size and volatility, ``slippage_coef × σ × sqrt(|qty| / bar volume)`` of the
+price (σ the bar's realized volatility, a square-root impact model).
+
+Team reward per step (shared by all agents; documented in docs/environment.md):
+``r = Δequity / initial_equity − drawdown_penalty × Δ(peak-to-trough drawdown)``, scaled by
+``reward_scale`` — PnL net of costs, with a penalty on new drawdown so that risk is not free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from marlops.agents.decision import BatchInputs, RiskLimits, decide_batch
+from marlops.agents.hub import ConsensusConfig
+from marlops.agents.types import PORTFOLIO_FEATURES, STRUCTURE_BIAS_LEVELS
+from marlops.market import indicators as ind
+from marlops.market.feed import FeatureSet
+from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL, ready_mask
+
+DAY_NS = 86_400 * 10**9
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    episode_bars: int = 576  # two days of 5-minute bars
+    initial_equity: float = 100_000.0
+    commission_bps: float = 2.0  # per side, on traded notional
+    half_spread_bps: float = 1.0
+    slippage_coef: float = 0.1
+    drawdown_penalty: float = 0.5
+    reward_scale: float = 100.0  # rewards in percent of initial equity
+    limits: RiskLimits = field(default_factory=RiskLimits)
+    consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
+
+
+@dataclass
+class MarketData:
+    """Everything the environment reads, precomputed once from a FeatureSet (batch features)."""
+
+    close: np.ndarray  # (T,) base bars
+    atr: np.ndarray  # (T,)
+    sigma: np.ndarray  # (T,) per-bar realized vol of log returns (48 bars)
+    volume: np.ndarray  # (T,)
+    day: np.ndarray  # (T,) UTC day number of the bar's end
+    tactical: np.ndarray  # (T, 60, 7) window view
+    structure: np.ndarray  # (H, 48, 8) window view
+    regime: np.ndarray  # (H, 96, 11) window view
+    higher_of: np.ndarray  # (T,) index of the latest closed higher bar at base bar t (-1: none)
+    slow_step: np.ndarray  # (T,) base bar t closes a higher bar
+    regime_label: np.ndarray  # (T,) true regime (synthetic data) or -1
+    warm_from: int  # first base index whose three matrices are all ready
+
+    @classmethod
+    def from_features(cls, fs: FeatureSet, labels: np.ndarray | None = None) -> MarketData:
+        base, higher = fs.base, fs.higher
+        close = base["close"].to_numpy(np.float64)
+        b_end, h_end = base["end"].to_numpy(), higher["end"].to_numpy()
+        higher_of = np.searchsorted(h_end, b_end, side="right") - 1
+        slow_step = np.isin(b_end, h_end)
+        t_ready = ready_mask(fs.tactical_warm, TACTICAL.rows)
+        h_ready = ready_mask(fs.structure_warm, STRUCTURE.rows) & ready_mask(fs.regime_warm, REGIME.rows)
+        ok = t_ready & np.where(higher_of >= 0, h_ready[np.maximum(higher_of, 0)], False)
+        warm = int(np.argmax(ok)) if ok.any() else len(close)
+        return cls(
+            close=close,
+            atr=ind.atr(base["high"], base["low"], base["close"]).to_numpy(np.float64),
+            sigma=ind.realized_vol(base["close"], 48).fillna(0.0).to_numpy(np.float64),
+            volume=base["volume"].to_numpy(np.float64),
+            day=b_end // DAY_NS,
+            tactical=_windows(fs.tactical, TACTICAL.rows),
+            structure=_windows(fs.structure, STRUCTURE.rows),
+            regime=_windows(fs.regime, REGIME.rows),
+            higher_of=higher_of,
+            slow_step=slow_step,
+            regime_label=np.asarray(labels, np.int64) if labels is not None else np.full(len(close), -1),
+            warm_from=warm,
+        )
+
+    def __len__(self) -> int:
+        return len(self.close)
+
+
+def _windows(rows: np.ndarray, n: int) -> np.ndarray:
+    """(T, n, C) zero-copy view: window t holds rows t-n+1 … t, zero-padded before the start."""
+    padded = np.concatenate([np.zeros((n - 1, rows.shape[1]), np.float32), rows.astype(np.float32)])
+    return sliding_window_view(padded, (n, rows.shape[1]))[:, 0]
+
+
+class VecMarketEnv:
+    """``n_envs`` independent episodes over one market history, stepped together."""
+
+    def __init__(self, data: MarketData, n_envs: int, config: EnvConfig | None = None, seed: int = 0) -> None:
+        self.data, self.n, self.cfg = data, n_envs, config or EnvConfig()
+        if len(data) - data.warm_from <= self.cfg.episode_bars + 1:
+            raise ValueError(
+                f"episode_bars: {self.cfg.episode_bars} bars do not fit after the warm-up "
+                f"({len(data) - data.warm_from} warm bars in the data)"
+            )
+        self.rng = np.random.default_rng(seed)
+        z = lambda: np.zeros(n_envs)  # noqa: E731
+        self.t = np.zeros(n_envs, np.int64)
+        self.end = np.zeros(n_envs, np.int64)
+        self.position, self.avg_price, self.cash_pnl = z(), z(), z()
+        self.peak, self.day_start_equity, self.bars_in_position = z(), z(), z()
+        self.day = np.zeros(n_envs, np.int64)
+        self.halted = np.zeros(n_envs, bool)
+        self.stop, self.take = np.full(n_envs, np.nan), np.full(n_envs, np.nan)
+        self.bias, self.size = z(), z()  # structure's held decision (semi-MDP)
+        self.structure_present = np.zeros(n_envs, bool)
+
+    # -- episode control -------------------------------------------------------------------------
+
+    def reset(self, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        m = np.ones(self.n, bool) if mask is None else mask
+        k = int(m.sum())
+        hi = len(self.data) - self.cfg.episode_bars - 1
+        self.t[m] = self.rng.integers(self.data.warm_from, hi, size=k)
+        self.end[m] = self.t[m] + self.cfg.episode_bars
+        eq = self.cfg.initial_equity
+        for arr, v in (
+            (self.position, 0.0),
+            (self.avg_price, 0.0),
+            (self.cash_pnl, 0.0),
+            (self.peak, eq),
+            (self.day_start_equity, eq),
+            (self.bars_in_position, 0.0),
+            (self.bias, 0.0),
+            (self.size, 0.0),
+            (self.stop, np.nan),
+            (self.take, np.nan),
+        ):
+            arr[m] = v
+        self.halted[m] = False
+        self.structure_present[m] = False
+        self.day[m] = self.data.day[self.t[m]]
+        return self.observe()
+
+    def equity(self, price: np.ndarray | None = None) -> np.ndarray:
+        p = self.data.close[self.t] if price is None else price
+        return self.cfg.initial_equity + self.cash_pnl + self.position * (p - self.avg_price)
+
+    def observe(self) -> dict[str, np.ndarray]:
+        d, t = self.data, self.t
+        h = np.maximum(d.higher_of[t], 0)
+        return {
+            "tactical": d.tactical[t],
+            "structure": d.structure[h],
+            "regime": d.regime[h],
+            "portfolio": self._portfolio_state(),
+            "slow_step": d.slow_step[t],
+            "regime_label": d.regime_label[t],
+        }
+
+    def _portfolio_state(self) -> np.ndarray:
+        lim, price = self.cfg.limits, self.data.close[self.t]
+        eq = self.equity(price)
+        safe = np.where(eq > 0, eq, 1.0)
+        notional = np.abs(self.position) * price
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stop = np.where(
+                (self.position != 0) & np.isfinite(self.stop),
+                np.sign(self.position) * (price - self.stop) / price,
+                0.0,
+            )
+        cols = (
+            self.position / lim.max_position,
+            np.where(eq > 0, self.position * (price - self.avg_price) / safe, -1.0),
+            (eq - self.day_start_equity) / self.day_start_equity,
+            np.where(eq > 0, notional / safe / lim.max_leverage, 1.0),
+            notional / lim.max_exposure,
+            np.minimum(self.bars_in_position / 288.0, 1.0),
+            np.where(self.peak > 0, (self.peak - eq) / self.peak, 1.0),
+            stop,
+        )
+        out = np.stack(cols, axis=1).astype(np.float32)
+        assert out.shape[1] == len(PORTFOLIO_FEATURES)
+        return np.clip(out, -10.0, 10.0)
+
+    # -- one step --------------------------------------------------------------------------------
+
+    def step(
+        self, actions: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict]:
+        """``actions``: "structure" (n,) bias level index 0..4 and "size" (n,) in [0, 1] (read only on slow
+        steps), "tactical" (n,) TacticalAction, "risk" (n,) RiskAction, optional "fail" (n,) bool.
+        Returns (next observation, team reward, done, info). Done episodes are reset automatically."""
+        d, cfg, t = self.data, self.cfg, self.t
+        price = d.close[t]
+        # the day rolls first, as in Portfolio.roll_day
+        new_day = d.day[t] != self.day
+        eq_now = self.equity(price)
+        self.day_start_equity = np.where(new_day, eq_now, self.day_start_equity)
+        self.halted &= ~new_day
+        self.day = d.day[t]
+        slow = d.slow_step[t]
+        self.bias = np.where(slow, np.asarray(STRUCTURE_BIAS_LEVELS)[actions["structure"]], self.bias)
+        self.size = np.where(slow, np.clip(actions["size"], 0.0, 1.0), self.size)
+        self.structure_present |= slow
+        dec = decide_batch(
+            BatchInputs(
+                price=price,
+                atr=d.atr[t],
+                tactical_action=np.asarray(actions["tactical"]),
+                tactical_confidence=np.ones(self.n),
+                structure_present=self.structure_present.copy(),
+                structure_bias=self.bias,
+                structure_size=self.size,
+                risk_action=np.asarray(actions["risk"]),
+                fail=np.asarray(actions.get("fail", np.zeros(self.n, bool))),
+                position=self.position,
+                equity=eq_now,
+                day_start_equity=self.day_start_equity,
+                halted=self.halted,
+                stop_loss=self.stop,
+                take_profit=self.take,
+            ),
+            cfg.limits,
+            cfg.consensus,
+        )
+        qty = dec.target - self.position
+        cost = self._costs(qty, price, t)
+        self._fill(qty, price)
+        self.cash_pnl -= cost
+        self.stop, self.take, self.halted = dec.stop_loss, dec.take_profit, dec.halted
+        self.bars_in_position = np.where(self.position != 0, self.bars_in_position + 1, 0.0)
+        eq_before_move = self.equity(price)
+        dd_before = (self.peak - eq_before_move) / self.peak
+        # the market moves to the next bar
+        self.t = t + 1
+        eq_next = self.equity()
+        self.peak = np.maximum(self.peak, eq_next)
+        dd_after = (self.peak - eq_next) / self.peak
+        reward = cfg.reward_scale * (
+            (eq_next - eq_now) / cfg.initial_equity
+            - cfg.drawdown_penalty * np.maximum(dd_after - dd_before, 0.0)
+        )
+        done = self.t >= self.end
+        info = {"cost": cost, "traded": qty, "equity": eq_next, "target": dec.target}
+        if done.any():
+            info["final_equity"] = np.where(done, eq_next, np.nan)
+            self.reset(done)
+        return self.observe(), reward.astype(np.float32), done, info
+
+    def _costs(self, qty: np.ndarray, price: np.ndarray, t: np.ndarray) -> np.ndarray:
+        cfg, d = self.cfg, self.data
+        notional = np.abs(qty) * price
+        participation = np.abs(qty) / np.maximum(d.volume[t], 1.0)
+        slip = cfg.slippage_coef * d.sigma[t] * np.sqrt(participation)
+        return notional * ((cfg.commission_bps + cfg.half_spread_bps) * 1e-4 + slip)
+
+    def _fill(self, qty: np.ndarray, price: np.ndarray) -> None:
+        """Vectorized Portfolio.fill without commission (costs are charged separately)."""
+        pos = self.position
+        adding = (pos == 0) | (pos * qty > 0)
+        new = pos + qty
+        with np.errstate(invalid="ignore", divide="ignore"):
+            avg_add = np.where(new != 0, (self.avg_price * pos + price * qty) / new, 0.0)
+        closed = np.minimum(np.abs(qty), np.abs(pos)) * np.sign(pos)
+        realized = np.where(adding | (qty == 0), 0.0, closed * (price - self.avg_price))
+        flipped = ~adding & (new * pos < 0)
+        avg_reduce = np.where(flipped, price, np.where(new == 0, 0.0, self.avg_price))
+        self.avg_price = np.where(qty == 0, self.avg_price, np.where(adding, avg_add, avg_reduce))
+        # cash_pnl holds realized PnL; equity adds the open position marked to market
+        self.cash_pnl += realized
+        self.position = new
