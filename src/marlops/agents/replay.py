@@ -13,7 +13,7 @@ from marlops.agents.decision import Portfolio, RiskLimits
 from marlops.agents.engine import AgentRuntime, AuditLog, DecisionEngine, EngineConfig, TradeDecision
 from marlops.agents.hub import ConsensusConfig
 from marlops.market.events import EventBus
-from marlops.market.feed import FeedConfig, MarketFeed, iter_ticks
+from marlops.market.feed import FeedConfig, MarketFeed
 
 
 @dataclass
@@ -48,12 +48,7 @@ def replay_ticks(
         or EngineConfig(base_timeframe_ns=fc.base_timeframe_ns, higher_timeframe_ns=fc.higher_timeframe_ns),
         audit=audit,
     ).attach(bus)
-    for lo in range(0, len(ticks), chunk):
-        part = ticks.iloc[lo : lo + chunk]
-        feed.on_ticks(iter_ticks(part))
-        if progress:
-            progress(len(part))
-    feed.flush()
+    feed.on_frame(ticks, progress, chunk)
     last = float(ticks["price"].iloc[-1]) if len(ticks) else float("nan")
     res = ReplayResult(engine.decisions, engine.portfolio, feed.stats, last)
     res.summary = summarize(res.decisions, engine.portfolio, last)

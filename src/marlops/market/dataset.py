@@ -26,7 +26,7 @@ import pandas as pd
 
 from marlops.market.bars import BarAggregator, bars_to_frame, frame_to_bars
 from marlops.market.features import REGIME_COLUMNS, STRUCTURE_COLUMNS, TACTICAL_COLUMNS
-from marlops.market.feed import FeatureSet, FeedConfig, MarketFeed, features_from_bars, iter_ticks
+from marlops.market.feed import FeatureSet, FeedConfig, MarketFeed, features_from_bars
 from marlops.market.io import read_frame, write_frame
 from marlops.market.synthetic import REGIMES
 
@@ -80,12 +80,7 @@ def stream_ticks(
 ) -> MarketFeed:
     """Run a tick frame through a live :class:`MarketFeed` (the same path as production)."""
     feed = MarketFeed(config)
-    for lo in range(0, len(ticks), chunk):
-        part = ticks.iloc[lo : lo + chunk]
-        feed.on_ticks(iter_ticks(part))
-        if progress:
-            progress(len(part))
-    feed.flush()
+    feed.on_frame(ticks, progress, chunk)
     return feed
 
 

@@ -8,7 +8,7 @@ decision can be made in the same call stack as the tick that triggered it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,6 +97,17 @@ class MarketFeed:
 
     def on_ticks(self, ticks: Iterable[Tick]) -> int:
         return sum(self.on_tick(t) for t in ticks)
+
+    def on_frame(
+        self, frame: pd.DataFrame, progress: Callable[[int], None] | None = None, chunk: int = 20_000
+    ) -> None:
+        """Feed a canonical tick frame in chunks, reporting progress after each, then flush."""
+        for lo in range(0, len(frame), chunk):
+            part = frame.iloc[lo : lo + chunk]
+            self.on_ticks(iter_ticks(part))
+            if progress:
+                progress(len(part))
+        self.flush()
 
     def advance_to(self, ts: int) -> None:
         """Clock heartbeat: close bars whose end is at or before ``ts`` even without a new tick."""
