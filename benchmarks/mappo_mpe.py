@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from dataclasses import replace
 from functools import partial
 
 import torch
@@ -63,7 +64,7 @@ def main() -> None:
             )
             print(row, flush=True)
 
-    run = train_spread(callback=curve)
+    run = train_spread(replace(cfg, progress=False), callback=curve)  # the table is the progress report
     wall = run.result.wall_s
     greedy = evaluate(run.policy(deterministic=True), EPISODES)
     sampled = evaluate(run.policy(deterministic=False, seed=0), EPISODES)
