@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/marlops run
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks components pipelines
+	$(BIN)/ruff check src tests benchmarks components pipelines feature_repo
 	$(BIN)/lint-imports
 
 # Tests marked slow (the MAPPO check on simple_spread_v3, ~15 min) run with `make test-slow`.
