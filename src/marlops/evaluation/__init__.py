@@ -1,0 +1,41 @@
+"""Evaluation of trained teams against baselines: metrics, walk-forward splits, HTML reports.
+
+The high-level entry points (``marlops evaluate`` calls them):
+
+- :func:`~marlops.evaluation.runner.synthetic_market_data` — a held-out reference synthetic market;
+- :func:`~marlops.evaluation.baselines.default_baselines` — every baseline, the HMM fitted on training data;
+- :func:`~marlops.evaluation.report.evaluate_and_report` — run, check the goals, write report.html/json.
+
+docs/evaluation.md describes the metrics, the baselines and the goal checks.
+"""
+
+from marlops.evaluation.baselines import default_baselines
+from marlops.evaluation.goals import check_goals
+from marlops.evaluation.report import evaluate_and_report, write_report
+from marlops.evaluation.runner import (
+    EpisodeRecord,
+    EvaluationResult,
+    Split,
+    evaluate,
+    evaluate_walk_forward,
+    market_data_from_dataset,
+    run_policy,
+    synthetic_market_data,
+    walk_forward_splits,
+)
+
+__all__ = [
+    "EpisodeRecord",
+    "EvaluationResult",
+    "Split",
+    "check_goals",
+    "default_baselines",
+    "evaluate",
+    "evaluate_and_report",
+    "evaluate_walk_forward",
+    "market_data_from_dataset",
+    "run_policy",
+    "synthetic_market_data",
+    "walk_forward_splits",
+    "write_report",
+]

@@ -1,0 +1,438 @@
+"""The evaluation report: one self-contained HTML page and a JSON of every figure.
+
+Figures are matplotlib PNGs embedded as base64 (no JavaScript, opens offline, a few hundred KB for a
+handful of markets; an embedded plotly.js alone would be 3.5 MB). Drawn with the object API on bare
+:class:`~matplotlib.figure.Figure` objects (Agg), like ``market.charts``: no pyplot, no display.
+
+``report.html``: goal checks; metrics tables (mean over markets, with and without costs; per market);
+per market the equity and drawdown of every policy, and the price with the true regime shaded over the
+regime strips (true vs each policy's prediction); action distributions (tactical, risk) per policy;
+the regime confusion matrix of every policy that predicts regimes.
+
+``report.json``: markets, policies, the environment config, every metric of every run, the means over
+markets per cost setting, confusion matrices, action distributions, skipped runs and the goal checks.
+Non-finite numbers (a Sortino with no losing bar) are written as ``null``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+
+from marlops.agents.types import REGIME_NAMES, RiskAction, TacticalAction
+from marlops.env.market_env import EnvConfig, MarketData
+from marlops.evaluation.goals import check_goals
+from marlops.evaluation.metrics import BARS_PER_DAY
+from marlops.evaluation.runner import COST_LABEL, EpisodeRecord, EvaluationResult, evaluate
+from marlops.market.charts import REGIME_COLORS
+
+if TYPE_CHECKING:  # the protocol only types the arguments
+    from marlops.env.policy import TeamPolicy
+
+MAX_LINE_POINTS = 2_000
+MAX_MARKET_FIGURES = 8  # per-market charts beyond this are left out (tables and JSON keep every market)
+METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # key, header, format
+    ("sharpe", "Sharpe", "{:.2f}"),
+    ("sortino", "Sortino", "{:.2f}"),
+    ("total_return", "return", "{:+.2%}"),
+    ("max_drawdown", "max DD", "{:.2%}"),
+    ("turnover_per_day", "turnover/day", "{:.2f}"),
+    ("hit_rate", "hit rate", "{:.0%}"),
+    ("round_trips", "trips", "{:.0f}"),
+    ("cost_share", "cost share", "{:.2f}"),
+    ("exposure", "exposure", "{:.0%}"),
+    ("regime_balanced_accuracy", "regime bal. acc.", "{:.3f}"),
+)
+_PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#D55E00", "#999999")
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON
+
+
+def _clean(o: Any) -> Any:
+    """JSON-ready copy: numpy scalars/arrays → Python, non-finite floats → None, tuple keys → strings."""
+    if isinstance(o, Mapping):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_clean(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _clean(o.tolist())
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, float | np.floating):
+        f = float(o)
+        return f if math.isfinite(f) else None
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return _clean(dataclasses.asdict(o))
+    if hasattr(o, "value") and hasattr(o, "name"):  # enums
+        return o.name
+    return o
+
+
+def action_distribution(records: list[EpisodeRecord]) -> dict[str, dict[str, float]]:
+    """Share of steps per tactical and per risk action over ``records`` (pooled)."""
+    tac = np.concatenate([r.tactical for r in records]) if records else np.zeros(0, np.int64)
+    risk = np.concatenate([r.risk for r in records]) if records else np.zeros(0, np.int64)
+    n = max(len(tac), 1)
+    return {
+        "tactical": {a.name: float(np.sum(tac == a)) / n for a in TacticalAction},
+        "risk": {a.name: float(np.sum(risk == a)) / n for a in RiskAction},
+    }
+
+
+def _records(result: EvaluationResult, policy: str, costs: bool) -> list[EpisodeRecord]:
+    return [r for (_, p, c), r in result.records.items() if p == policy and c == costs]
+
+
+def report_dict(result: EvaluationResult) -> dict[str, Any]:
+    """Every figure of the evaluation as a JSON-ready dict (what report.json holds)."""
+    settings = result.cost_settings()
+    runs = [
+        {"market": m, "policy": p, "costs": c, "metrics": met}
+        for (m, p, c), met in sorted(
+            result.metrics.items(), key=lambda kv: (kv[0][0], kv[0][1], not kv[0][2])
+        )
+    ]
+    conf = {}
+    for p in result.policies:
+        cm = result.pooled_confusion(p, settings[0]) if settings else None
+        if cm is not None:
+            conf[p] = {"labels": list(REGIME_NAMES), "counts": cm}
+    return _clean(
+        {
+            "markets": result.markets,
+            "policies": result.policies,
+            "env_config": result.env_config,
+            "runs": runs,
+            "aggregate": {COST_LABEL[c]: result.aggregate(c) for c in settings},
+            "confusion": conf,
+            "actions": {
+                COST_LABEL[c]: {p: action_distribution(_records(result, p, c)) for p in result.policies}
+                for c in settings
+            },
+            "skipped": result.skipped,
+            "goals": result.goals,
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# figures
+
+
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _stride(n: int) -> int:
+    return max(1, math.ceil(n / MAX_LINE_POINTS))
+
+
+def _colors(policies: list[str]) -> dict[str, str]:
+    return {p: _PALETTE[i % len(_PALETTE)] for i, p in enumerate(policies)}
+
+
+def fig_equity(result: EvaluationResult, market: str, team: str) -> str:
+    """Equity (relative to the start) and drawdown of every policy, one column per cost setting."""
+    settings = result.cost_settings()
+    fig = Figure(figsize=(6.2 * len(settings), 5.6), layout="constrained")
+    axes = fig.subplots(2, len(settings), sharex=True, squeeze=False, height_ratios=(2.2, 1))
+    colors = _colors(result.policies)
+    for j, costs in enumerate(settings):
+        ax_eq, ax_dd = axes[0, j], axes[1, j]
+        for p in result.policies:
+            r = result.records.get((market, p, costs))
+            if r is None:
+                continue
+            s = _stride(len(r.equity))
+            x = np.arange(0, len(r.equity), s) / BARS_PER_DAY
+            lw = 2.0 if p == team else 1.1
+            ax_eq.plot(x, r.equity[::s] / r.equity[0], color=colors[p], lw=lw, label=p)
+            ax_dd.plot(x, -100 * r.drawdown[::s], color=colors[p], lw=lw)
+        ax_eq.set_title(f"{market} · {COST_LABEL[costs].replace('_', ' ')}", fontsize=10)
+        ax_eq.set_ylabel("equity / initial")
+        ax_eq.axhline(1.0, color="#888", lw=0.6)
+        ax_dd.set_ylabel("drawdown %")
+        ax_dd.set_xlabel("days from the first evaluated bar")
+        for ax in (ax_eq, ax_dd):
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 8), fontsize=8)
+    return _png(fig)
+
+
+def fig_regimes(result: EvaluationResult, market: str) -> str | None:
+    """Price with the true regime shaded, over strips: true regime, then each policy's prediction."""
+    costs = result.cost_settings()[0]
+    recs = {p: r for p in result.policies if (r := result.records.get((market, p, costs))) is not None}
+    if not recs:
+        return None
+    any_rec = next(iter(recs.values()))
+    preds = {p: r.regime_pred for p, r in recs.items() if (r.regime_pred >= 0).any()}
+    has_truth = bool((any_rec.regime_label >= 0).any())
+    if not preds and not has_truth:
+        return None
+    strips = ([("true regime", any_rec.regime_label)] if has_truth else []) + list(preds.items())
+    n = any_rec.n_steps
+    s = _stride(n)
+    x = np.arange(0, n, s) / BARS_PER_DAY
+    cmap = ListedColormap(["#ffffff", *REGIME_COLORS])  # -1 (unknown) white
+    fig = Figure(figsize=(12, 2.6 + 0.35 * len(strips)), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True, height_ratios=(2.5, 0.45 * len(strips)))
+    ax_p, ax_s = axes
+    ax_p.plot(x, any_rec.price[:-1:s], color="#222", lw=0.9)
+    if has_truth:
+        lab = any_rec.regime_label
+        ax_p.imshow(
+            (lab[::s] + 1)[None, :],
+            aspect="auto",
+            cmap=cmap,
+            vmin=0,
+            vmax=4,
+            alpha=0.25,
+            extent=(0, n / BARS_PER_DAY, *ax_p.get_ylim()),
+            interpolation="nearest",
+        )
+    ax_p.set_ylabel("close")
+    ax_p.set_title(f"{market}: price and regimes (shading: true regime)", fontsize=10)
+    grid = np.stack([np.asarray(v)[::s] + 1 for _, v in strips])
+    ax_s.imshow(
+        grid,
+        aspect="auto",
+        cmap=cmap,
+        vmin=0,
+        vmax=4,
+        interpolation="nearest",
+        extent=(0, n / BARS_PER_DAY, len(strips), 0),
+    )
+    ax_s.set_yticks(np.arange(len(strips)) + 0.5, [name for name, _ in strips], fontsize=8)
+    ax_s.set_xlabel("days from the first evaluated bar")
+    from matplotlib.patches import Patch
+
+    ax_p.legend(
+        handles=[
+            Patch(facecolor=c, alpha=0.6, label=nm) for nm, c in zip(REGIME_NAMES, REGIME_COLORS, strict=True)
+        ],
+        fontsize=8,
+        loc="upper left",
+        ncols=4,
+    )
+    return _png(fig)
+
+
+def fig_actions(result: EvaluationResult, costs: bool) -> str:
+    """Stacked shares of tactical and risk actions per policy (pooled over markets)."""
+    pols = [p for p in result.policies if _records(result, p, costs)]
+    dist = {p: action_distribution(_records(result, p, costs)) for p in pols}
+    fig = Figure(figsize=(12, 0.5 * len(pols) + 1.6), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, kind, enum, colors in (
+        (axes[0], "tactical", TacticalAction, ("#009E73", "#D55E00", "#0072B2", "#BBBBBB", "#E69F00")),
+        (axes[1], "risk", RiskAction, ("#BBBBBB", "#E69F00", "#D55E00", "#CC79A7")),
+    ):
+        left = np.zeros(len(pols))
+        for a, col in zip(enum, colors, strict=True):
+            w = np.array([dist[p][kind][a.name] for p in pols])
+            ax.barh(np.arange(len(pols)), w, left=left, color=col, label=a.name.lower())
+            left += w
+        ax.set_yticks(np.arange(len(pols)), pols)
+        ax.set_xlim(0, 1)
+        ax.set_title(f"{kind} actions (share of steps, {COST_LABEL[costs].replace('_', ' ')})", fontsize=10)
+        ax.legend(fontsize=7, ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.08))
+    axes[0].invert_yaxis()
+    return _png(fig)
+
+
+def fig_confusion(result: EvaluationResult, costs: bool) -> str | None:
+    """Row-normalized regime confusion matrix (at 30-minute closes) of every predicting policy."""
+    mats = {p: cm for p in result.policies if (cm := result.pooled_confusion(p, costs)) is not None}
+    if not mats:
+        return None
+    fig = Figure(figsize=(3.6 * len(mats), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(mats), squeeze=False)[0]
+    short = list(REGIME_NAMES)
+    for ax, (p, cm) in zip(axes, mats.items(), strict=True):
+        rows = cm.sum(1, keepdims=True)
+        frac = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+        ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+        for i in range(cm.shape[0]):
+            for j in range(cm.shape[1]):
+                ax.text(
+                    j,
+                    i,
+                    f"{frac[i, j]:.0%}\n{cm[i, j]}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if frac[i, j] > 0.6 else "black",
+                )
+        ax.set_xticks(range(len(short)), short, fontsize=7, rotation=30)
+        ax.set_yticks(range(len(short)), short, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(p, fontsize=10)
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# HTML
+
+
+def _fmt(v: object, fmt: str) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float) and not math.isfinite(v):
+        return "∞" if v > 0 else "−∞"
+    return fmt.format(v)
+
+
+def _table(rows: list[tuple[str, Mapping[str, Any]]], first: str, team: str) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in METRIC_COLUMNS)
+    body = []
+    for name, met in rows:
+        cls = ' class="team"' if name.split(" · ")[-1] == team else ""
+        cells = "".join(f"<td>{_fmt(met.get(k), f)}</td>" for k, _, f in METRIC_COLUMNS)
+        body.append(f"<tr{cls}><th>{html.escape(name)}</th>{cells}</tr>")
+    return f"<table><tr><th>{html.escape(first)}</th>{head}</tr>{''.join(body)}</table>"
+
+
+def _goals_html(goals: Mapping[str, Any]) -> str:
+    if not goals:
+        return "<p>No goal checks.</p>"
+    items = []
+    for key in ("team_beats_baselines", "team_half_oracle", "risk_agent", "regime_accuracy"):
+        g = goals.get(key)
+        if not isinstance(g, Mapping):
+            continue
+        st = g.get("status", "?")
+        detail = ", ".join(
+            f"{k} = {_fmt(v, '{:.3f}') if isinstance(v, float) else html.escape(str(v))}"
+            for k, v in g.items()
+            if k != "status"
+        )
+        items.append(f'<li><span class="{st}">{st.upper()}</span> <b>{key}</b>: {detail}</li>')
+    return f"<ul class=goals>{''.join(items)}</ul>"
+
+
+def write_report(
+    result: EvaluationResult, out_dir: str | Path, team: str = "team", title: str = "marlops evaluation"
+) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.json`` into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = report_dict(result)
+    json_path = out / "report.json"
+    json_path.write_text(json.dumps(data, indent=2))
+
+    settings = result.cost_settings()
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    parts.append(
+        f"<p>{len(result.markets)} held-out market(s): {html.escape(', '.join(result.markets))}. "
+        f"Policies: {html.escape(', '.join(result.policies))}. Full-length deterministic episodes "
+        "from the first warm bar; Sharpe and Sortino annualized over 288 × 365 five-minute bars; "
+        "regime accuracy scored at the 30-minute closes. Metrics are defined in docs/evaluation.md.</p>"
+    )
+    parts.append("<h2>Goals (with costs, mean over markets)</h2>" + _goals_html(result.goals))
+    for c in settings:
+        agg = result.aggregate(c)
+        parts.append(f"<h2>Mean over markets · {COST_LABEL[c].replace('_', ' ')}</h2>")
+        parts.append(_table(list(agg.items()), "policy", team))
+    per_market = [
+        (f"{m} · {p}", result.metrics[(m, p, c)])
+        for c in settings
+        for m in result.markets
+        for p in result.policies
+        if (m, p, c) in result.metrics
+    ]
+    parts.append(
+        "<details><summary>Every run (market · policy; with costs first)</summary>"
+        + _table(per_market, "run", team)
+        + "</details>"
+    )
+    if result.skipped:
+        parts.append(
+            "<p>Skipped: "
+            + html.escape(
+                "; ".join(f"{s['policy']} on {s['market']} ({s['reason']})" for s in result.skipped)
+            )
+            + "</p>"
+        )
+    img = '<img alt="{alt}" src="data:image/png;base64,{b64}">'
+    shown = result.markets[:MAX_MARKET_FIGURES]
+    left_out = len(result.markets) - len(shown)
+    note = (
+        f"<p>Charts of the first {len(shown)} markets ({left_out} more in the tables).</p>"
+        if left_out
+        else ""
+    )
+    parts.append("<h2>Equity and drawdown</h2>" + note)
+    for m in shown:
+        parts.append(img.format(alt=html.escape(f"equity {m}"), b64=fig_equity(result, m, team)))
+    parts.append("<h2>Regimes: true vs predicted</h2>")
+    for m in shown:
+        b64 = fig_regimes(result, m)
+        parts.append(
+            img.format(alt=html.escape(f"regimes {m}"), b64=b64) if b64 else f"<p>{m}: no regimes.</p>"
+        )
+    if settings:
+        parts.append("<h2>Action distribution</h2>")
+        parts.append(img.format(alt="actions", b64=fig_actions(result, settings[0])))
+        cm = fig_confusion(result, settings[0])
+        parts.append("<h2>Regime confusion (rows: true regime)</h2>")
+        parts.append(img.format(alt="confusion", b64=cm) if cm else "<p>No policy predicts regimes.</p>")
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; max-width: 1300px; }}
+img {{ max-width: 100%; height: auto; border: 1px solid #ddd; margin: 0.4rem 0; }}
+table {{ border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.85rem; }}
+th, td {{ padding: 0.2rem 0.6rem; border-bottom: 1px solid #eee; text-align: right; }}
+th:first-child {{ text-align: left; }}
+tr.team {{ background: #fff7e0; }}
+.pass {{ color: #fff; background: #1b7f3b; padding: 0 0.3rem; }}
+.fail {{ color: #fff; background: #b2182b; padding: 0 0.3rem; }}
+.skipped {{ color: #fff; background: #777; padding: 0 0.3rem; }}
+ul.goals li {{ margin: 0.3rem 0; }}
+</style></head>
+<body>
+{"".join(parts)}
+</body></html>
+"""
+    html_path = out / "report.html"
+    html_path.write_text(page)
+    return html_path, json_path
+
+
+def evaluate_and_report(
+    datasets: Mapping[str, MarketData],
+    policies: Mapping[str, TeamPolicy],
+    out_dir: str | Path,
+    team: str = "team",
+    ablation: str = "team_no_risk",
+    oracle: str = "oracle",
+    with_costs: tuple[bool, ...] = (True, False),
+    env_config: EnvConfig | None = None,
+    progress: bool = True,
+    title: str = "marlops evaluation",
+) -> EvaluationResult:
+    """Evaluate every policy on every held-out market (with and without costs), check the goals for
+    ``team`` / ``ablation`` / ``oracle`` and write ``report.html`` + ``report.json`` into ``out_dir``."""
+    result = evaluate(datasets, policies, with_costs, env_config, progress)
+    result.goals = check_goals(result, team, ablation, oracle, costs=True in with_costs)
+    write_report(result, out_dir, team, title)
+    return result
