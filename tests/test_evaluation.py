@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from marlops.agents.types import TacticalAction
-from marlops.env.market_env import EnvConfig, MarketData, _windows
+from marlops.env.market_env import EnvConfig, MarketData, _windows, synthetic_market_data
 from marlops.evaluation import metrics as M
 from marlops.evaluation.baselines import (
     BuyAndHold,
@@ -33,7 +33,6 @@ from marlops.evaluation.runner import (
     run_policies,
     run_policy,
     slice_market,
-    synthetic_market_data,
     walk_forward_splits,
     without_costs,
 )

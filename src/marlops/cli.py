@@ -6,10 +6,13 @@ paths of what was written.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
 import typer
@@ -34,6 +37,9 @@ from marlops.market.dataset import (
 from marlops.market.feed import FeedConfig
 from marlops.market.io import ColumnMap, DataFileError, read_bars, read_ticks
 from marlops.market.synthetic import generate_market
+
+if TYPE_CHECKING:  # evaluation (sklearn, hmmlearn) is imported only by the commands that need it
+    from marlops.evaluation import EvaluationResult
 
 app = typer.Typer(
     help="marlops: hierarchical multi-agent RL trading decisions and the MLOps platform around them.",
@@ -302,6 +308,215 @@ def run(
         f"[green]done[/green] in {time.perf_counter() - t0:.1f} s — dataset {ds.path}, chart {chart}"
         + (f", decisions {audit_path}" if audit_path else "")
     )
+
+
+@app.command("train")
+def train_cmd(
+    out: Annotated[
+        Path, typer.Option(help="Run folder: checkpoints/, metrics.jsonl, agents/, summary.json.")
+    ] = Path("runs/train"),
+    budget: Annotated[
+        str,
+        typer.Option(help="ci (seconds, for tests) | default (minutes on a 2-core CPU) | gpu (GPU nodes)."),
+    ] = "default",
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Local data-parallel workers (torchrun, gloo). In a TrainJob/PyTorchJob the "
+            "PET_* variables decide instead.",
+        ),
+    ] = 1,
+    updates: Annotated[int | None, typer.Option(min=1, help="MAPPO updates (overrides the budget).")] = None,
+    days: Annotated[int | None, typer.Option(min=8, help="Days of synthetic market per worker.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Initialisation and sampling seed.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(min=1, help="Updates between checkpoints.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Torch threads per worker.")] = None,
+    fresh: Annotated[
+        bool, typer.Option(help="Discard the folder's checkpoints instead of resuming.")
+    ] = False,
+) -> None:
+    """Train the team: the regime agent on the true labels, then MAPPO (structure, tactical) with the risk
+    agent's double DQN on the same rollouts. Resumes from the newest checkpoint in --out when one exists.
+
+    The same command runs single-process, as --nproc local workers, and unchanged inside a Kubeflow
+    TrainJob / PyTorchJob (torchrun reads PET_NNODES, PET_NPROC_PER_NODE, PET_MASTER_ADDR …; nccl on GPUs)."""
+    from marlops.training.distributed import torchrun_args
+    from marlops.training.market import budget_config, train_team
+
+    try:
+        cfg = budget_config(
+            budget, updates=updates, days=days, seed=seed, checkpoint_every=checkpoint_every, threads=threads
+        )
+    except ValueError as e:
+        err_console.print(f"[red]error[/red] {e}")
+        raise typer.Exit(2) from None
+    worker_args = ["train", "--out", str(out), "--budget", budget] + [
+        a
+        for k, v in (
+            ("--updates", updates),
+            ("--days", days),
+            ("--seed", seed),
+            ("--checkpoint-every", checkpoint_every),
+            ("--threads", threads),
+        )
+        if v is not None
+        for a in (k, str(v))
+    ]
+    launch = torchrun_args(nproc, "marlops.cli", worker_args)
+    if fresh:  # workers never get --fresh: only the launcher (or the single process) clears the folder
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    if launch is not None:
+        from torch.distributed.run import main as torchrun
+
+        console.print(f"launching torchrun {' '.join(launch)}")
+        torchrun(launch)
+        summary_file = out / "summary.json"
+        if summary_file.exists():
+            console.print(f"[green]done[/green] — {summary_file}")
+        return
+    try:
+        s = train_team(cfg, out)
+    except ValueError as e:
+        err_console.print(f"[red]error[/red] {e}")
+        raise typer.Exit(2) from None
+    if os.environ.get("RANK", "0") != "0":
+        return
+    table = Table(title=f"training ({budget} budget)", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = {
+        "resumed from checkpoint": s.resumed_from if s.resumed_from is not None else "-",
+        "regime balanced accuracy (validation)": f"{s.regime_val_balanced_accuracy:.3f}",
+        "MAPPO updates": s.updates,
+        "environment steps": f"{s.env_steps:,}",
+        "mean step reward (last update)": f"{s.final.get('reward_mean', float('nan')):.5f}",
+        "wall time": f"{s.wall_s:.1f} s",
+        "agents": str(out / "agents"),
+    }
+    for k, v in rows.items():
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[
+        Path,
+        typer.Option(help="A `marlops train` output folder (or its agents/ folder): the team to evaluate."),
+    ] = Path("runs/train"),
+    out: Annotated[Path, typer.Option(help="Where report.html and report.json go.")] = Path("runs/evaluate"),
+    seeds: Annotated[
+        str, typer.Option(help="Held-out synthetic market seeds, comma-separated (never the training seeds).")
+    ] = "101,102",
+    days: Annotated[float, typer.Option(min=8.0, help="Days per held-out synthetic market.")] = 30.0,
+    fit_seeds: Annotated[
+        str, typer.Option(help="Synthetic seeds the HMM baseline is fitted on (training data, not held out).")
+    ] = "1,2",
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Evaluate walk-forward over this dataset (e.g. an import) instead of synthetic seeds."
+        ),
+    ] = None,
+    folds: Annotated[int, typer.Option(min=1, help="Walk-forward folds over --data.")] = 4,
+) -> None:
+    """Evaluate the trained team against the baselines — buy-and-hold, random, momentum, an HMM regime
+    classifier driving the momentum rule, the oracle that knows the true regime, and the team without its
+    risk agent — with and without costs; write an HTML report with plots and a JSON of every figure."""
+    from marlops.evaluation import (
+        default_baselines,
+        evaluate_and_report,
+        evaluate_walk_forward,
+        market_data_from_dataset,
+        synthetic_market_data,
+        walk_forward_splits,
+        write_report,
+    )
+    from marlops.evaluation.baselines import HMMRegimeClassifier, hmm_policy
+    from marlops.evaluation.goals import check_goals
+    from marlops.training.market import load_team
+
+    def _seeds(text: str, what: str) -> list[int]:
+        try:
+            return [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            err_console.print(f"[red]error[/red] {what}: expected comma-separated integers, got {text!r}")
+            raise typer.Exit(2) from None
+
+    try:
+        team = load_team(model)
+    except (FileNotFoundError, OSError, ValueError) as e:
+        err_console.print(
+            f"[red]error[/red] --model {model}: no trained agents there ({e}); run `marlops train`"
+        )
+        raise typer.Exit(2) from None
+    held_out, fit = _seeds(seeds, "--seeds"), _seeds(fit_seeds, "--fit-seeds")
+    if set(held_out) & set(fit):
+        err_console.print("[red]error[/red] --seeds: held-out seeds must differ from --fit-seeds")
+        raise typer.Exit(2)
+    train_cfg = model / "summary.json"
+    if train_cfg.exists():
+        used = set(json.loads(train_cfg.read_text()).get("config", {}).get("train_seeds", []))
+        if used & set(held_out):
+            err_console.print(
+                f"[red]error[/red] --seeds: {sorted(used & set(held_out))} were used in training"
+            )
+            raise typer.Exit(2)
+    with console.status("building markets and fitting the HMM baseline"):
+        fit_data = [synthetic_market_data(s, days) for s in fit]
+        baselines = default_baselines(fit_data)
+    policies = {**baselines, "team": team, "team_no_risk": team.without_risk()}
+    if data is None:
+        with console.status("building the held-out markets"):
+            markets = {f"seed {s}": synthetic_market_data(s, days) for s in held_out}
+        result = evaluate_and_report(markets, policies, out, title=f"marlops evaluation — {model}")
+    else:
+        try:
+            full = market_data_from_dataset(MarketDataset.load(data))
+            splits = walk_forward_splits(len(full), folds)
+        except (FileNotFoundError, ValueError) as e:
+            err_console.print(f"[red]error[/red] --data {data}: {e}")
+            raise typer.Exit(2) from None
+        wf = {k: v for k, v in policies.items() if k not in ("hmm_momentum", "oracle")}
+        wf["hmm_momentum"] = lambda train: hmm_policy(HMMRegimeClassifier().fit(train))
+        if (full.regime_label >= 0).any():
+            wf["oracle"] = baselines["oracle"]
+        result = evaluate_walk_forward(full, splits, wf, market=data.name)
+        result.goals = check_goals(result)
+        write_report(result, out, "team", f"marlops walk-forward evaluation — {data}")
+    _print_evaluation(result)
+    console.print(f"[green]done[/green] — {out / 'report.html'}, {out / 'report.json'}")
+
+
+def _print_evaluation(result: EvaluationResult) -> None:
+    table = Table(title="held-out evaluation, mean over markets (with costs | without costs)")
+    cols = {
+        "Sharpe": ("sharpe", 1.0),
+        "Sortino": ("sortino", 1.0),
+        "return %": ("total_return", 100.0),
+        "max DD %": ("max_drawdown", 100.0),
+        "turnover/day": ("turnover_per_day", 1.0),
+        "hit rate": ("hit_rate", 1.0),
+        "regime bal. acc": ("regime_balanced_accuracy", 1.0),
+    }
+    table.add_column("policy")
+    for col in [*cols, "Sharpe (no costs)"]:
+        table.add_column(col, justify="right")
+    with_c, without_c = result.aggregate(True), result.aggregate(False)
+
+    def f(v: float | None, scale: float = 1.0) -> str:
+        return "-" if v is None or v != v else f"{v * scale:.2f}"
+
+    for name, m in with_c.items():
+        cells = [f(m.get(key), scale) for key, scale in cols.values()]
+        table.add_row(name, *cells, f(without_c.get(name, {}).get("sharpe")))
+    console.print(table)
+    for goal, v in (result.goals or {}).items():
+        if isinstance(v, dict) and "status" in v:
+            color = {"pass": "green", "fail": "red"}.get(v["status"], "yellow")
+            console.print(f"  goal {goal}: [{color}]{v['status']}[/{color}]")
 
 
 if __name__ == "__main__":

@@ -196,7 +196,9 @@ class VecMarketEnv:
         self, actions: dict[str, np.ndarray]
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict]:
         """``actions``: "structure" (n,) bias level index 0..4 and "size" (n,) in [0, 1] (read only on slow
-        steps), "tactical" (n,) TacticalAction, "risk" (n,) RiskAction, optional "fail" (n,) bool.
+        steps), "tactical" (n,) TacticalAction, "risk" (n,) RiskAction, optional "fail" (n,) bool,
+        optional "bias" (n,) in [-1, 1] instead of the level's value (what serving does: E[level]),
+        optional "structure_now" (n,) bool: read structure's action now even off a slow step.
         Returns (next observation, team reward, done, info). Done episodes are reset automatically."""
         d, cfg, t = self.data, self.cfg, self.t
         price = d.close[t]
@@ -207,7 +209,12 @@ class VecMarketEnv:
         self.halted &= ~new_day
         self.day = d.day[t]
         slow = d.slow_step[t]
-        self.bias = np.where(slow, np.asarray(STRUCTURE_BIAS_LEVELS)[actions["structure"]], self.bias)
+        if "structure_now" in actions:  # the trainer lets structure decide at an episode's first step too
+            slow = slow | np.asarray(actions["structure_now"], bool)
+        # "bias" (n,) overrides the level's value: serving uses the expectation over levels
+        bias = actions.get("bias")
+        level = np.asarray(STRUCTURE_BIAS_LEVELS)[actions["structure"]]
+        self.bias = np.where(slow, level if bias is None else np.clip(bias, -1.0, 1.0), self.bias)
         self.size = np.where(slow, np.clip(actions["size"], 0.0, 1.0), self.size)
         self.structure_present |= slow
         dec = decide_batch(
@@ -277,3 +284,35 @@ class VecMarketEnv:
         # cash_pnl holds realized PnL; equity adds the open position marked to market
         self.cash_pnl += realized
         self.position = new
+
+
+
+# The synthetic tape is a sample of trades (median size 0.25, docs/synthetic-market.md), so its volume
+# is a relative activity measure, not instrument units: a median 5-minute bar holds ~5.6 units while
+# RiskLimits size full positions at ~1,300 units, which would make every entry trade ~240 bars' worth of
+# volume and cost ~20 bps of square-root impact per side. One synthetic volume unit stands for this many
+# instrument units, so that a full-size position is about a quarter of a median bar — an aggressive but
+# plausible participation. Imported data keeps its own units (scale 1).
+SYNTHETIC_VOLUME_UNITS = 1000.0
+
+
+def synthetic_market_data(seed: int, days: float = 30.0) -> MarketData:
+    """The project's reference synthetic market (default config, never eased) as environment data.
+
+    Same path as ``marlops data synth``: ticks → live feed (5m / 30m bars) → batch features → the true
+    regime of each base bar's 5-minute bucket; volume in instrument units (``SYNTHETIC_VOLUME_UNITS``).
+    """
+    from marlops.market.dataset import stream_ticks
+    from marlops.market.feed import FeedConfig, features_from_bars
+    from marlops.market.synthetic import generate_market
+
+    if not days > 0:
+        raise ValueError(f"days: must be > 0, got {days!r}")
+    m = generate_market(days=days, seed=seed)
+    feed = stream_ticks(m.ticks, FeedConfig())
+    fs = features_from_bars(feed.base_frame(), feed.higher_frame())
+    if len(fs.base) == 0:
+        raise ValueError(f"days: {days} days produced no bars")
+    data = MarketData.from_features(fs, m.regime_at(fs.base["start"].to_numpy()))
+    data.volume = data.volume * SYNTHETIC_VOLUME_UNITS
+    return data

@@ -9,6 +9,7 @@ The high-level entry points (``marlops evaluate`` calls them):
 docs/evaluation.md describes the metrics, the baselines and the goal checks.
 """
 
+from marlops.env.market_env import synthetic_market_data
 from marlops.evaluation.baselines import default_baselines
 from marlops.evaluation.goals import check_goals
 from marlops.evaluation.report import evaluate_and_report, write_report
@@ -20,7 +21,6 @@ from marlops.evaluation.runner import (
     evaluate_walk_forward,
     market_data_from_dataset,
     run_policy,
-    synthetic_market_data,
     walk_forward_splits,
 )
 

@@ -9,8 +9,8 @@
   imported history: policies that must be fitted (the HMM) are built per fold by a factory that only
   sees the fold's training part.
 
-Data helpers: :func:`synthetic_market_data` (the reference synthetic market, fixed difficulty, with
-its labels) and :func:`market_data_from_dataset` (a dataset folder loaded by ``MarketDataset.load``).
+Data helper: :func:`market_data_from_dataset` (a dataset folder loaded by ``MarketDataset.load``); the
+reference synthetic market comes from :func:`marlops.env.market_env.synthetic_market_data`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from marlops.agents.types import STRUCTURE_BIAS_LEVELS
-from marlops.env.market_env import EnvConfig, MarketData, VecMarketEnv
+from marlops.env.market_env import (
+    SYNTHETIC_VOLUME_UNITS,
+    EnvConfig,
+    MarketData,
+    VecMarketEnv,
+)
 from marlops.evaluation import metrics as M
-from marlops.market.dataset import MarketDataset, stream_ticks
-from marlops.market.feed import FeedConfig, features_from_bars
-from marlops.market.synthetic import generate_market
+from marlops.market.dataset import MarketDataset
 
 if TYPE_CHECKING:  # the protocol only types the arguments
     from marlops.env.policy import TeamPolicy
@@ -39,22 +42,6 @@ COST_LABEL = {True: "with_costs", False: "without_costs"}
 
 # --------------------------------------------------------------------------------------------------
 # data
-
-
-def synthetic_market_data(seed: int, days: float = 30.0) -> MarketData:
-    """The project's reference synthetic market (default config, never eased) as environment data.
-
-    Same path as ``marlops data synth``: ticks → live feed (5m / 30m bars) → batch features → labels of
-    each base bar's 5-minute bucket.
-    """
-    if not days > 0:
-        raise ValueError(f"days: must be > 0, got {days!r}")
-    m = generate_market(days=days, seed=seed)
-    feed = stream_ticks(m.ticks, FeedConfig())
-    fs = features_from_bars(feed.base_frame(), feed.higher_frame())
-    if len(fs.base) == 0:
-        raise ValueError(f"days: {days} days produced no bars")
-    return MarketData.from_features(fs, m.regime_at(fs.base["start"].to_numpy()))
 
 
 def market_data_from_dataset(ds: MarketDataset) -> MarketData:
@@ -75,7 +62,10 @@ def market_data_from_dataset(ds: MarketDataset) -> MarketData:
         bucket = int(np.median(np.diff(starts))) if len(starts) > 1 else 300 * 10**9
         ok = (i >= 0) & (last < starts[np.maximum(i, 0)] + bucket)
         labels = np.where(ok, reg[np.maximum(i, 0)], -1)
-    return MarketData.from_features(fs, labels)
+    data = MarketData.from_features(fs, labels)
+    if ds.meta.get("source") == "synthetic":  # the synthetic tape's volume is relative (see the constant)
+        data.volume = data.volume * SYNTHETIC_VOLUME_UNITS
+    return data
 
 
 def slice_market(data: MarketData, start: int, end: int) -> MarketData:

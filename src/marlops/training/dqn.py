@@ -179,8 +179,10 @@ class DQNLearner:
         obs_keys: Sequence[str] = ("obs",),
         q_fn: QFn | None = None,
         device: torch.device | str | None = None,
+        grad_hook: Callable[[list[nn.Parameter]], None] | None = None,
     ) -> None:
         self.config = config
+        self.grad_hook = grad_hook  # e.g. the data-parallel all-reduce, between backward and the step
         self.device = torch.device(device) if device is not None else next(net.parameters()).device
         self.online = net.to(self.device)
         self.target = copy.deepcopy(self.online).eval().requires_grad_(False)
@@ -244,6 +246,8 @@ class DQNLearner:
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.grad_hook is not None:
+            self.grad_hook(list(self.online.parameters()))
         grad_norm = nn.utils.clip_grad_norm_(self.online.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
         self.steps += 1

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical
 from tqdm.auto import tqdm
 
+from marlops.training.distributed import Dist
 from marlops.training.normalization import IdentityNormalizer, RunningMeanStd
 
 # --------------------------------------------------------------------------------------------------
@@ -51,7 +52,10 @@ from marlops.training.normalization import IdentityNormalizer, RunningMeanStd
 
 
 class Actor(Protocol):
-    """A decentralized policy over discrete actions (any ``nn.Module`` with a ``dist`` method)."""
+    """A decentralized policy over discrete actions (any ``nn.Module`` with a ``dist`` method).
+
+    An actor may also define ``aux_loss(obs) -> Tensor``: a differentiable auxiliary loss on the same
+    observations (e.g. heads that are not the policy), added to the actor loss in every minibatch."""
 
     def dist(self, obs: Tensor) -> Categorical:
         """``obs (B, obs_dim)`` -> the action distribution, batch shape ``(B,)``."""
@@ -293,8 +297,11 @@ class MAPPO:
     ``actors[i]`` is agent i's actor; the same object for several agents shares its parameters.
     """
 
-    def __init__(self, actors: Sequence[Actor], critic: Critic, config: MAPPOConfig) -> None:
+    def __init__(
+        self, actors: Sequence[Actor], critic: Critic, config: MAPPOConfig, dist: Dist | None = None
+    ) -> None:
         self.cfg = config
+        self.dist = dist or Dist()
         self.n_agents = len(actors)
         self.critic = critic
         # Group agents by actor identity: one forward pass per group, shared parameters trained on the
@@ -324,6 +331,30 @@ class MAPPO:
         self.act_every = np.asarray(every, np.int64)
         self.rng = np.random.default_rng(config.seed)
         self.cursor: _Cursor | None = None
+        self.updates_done = 0
+        for m in {id(x): x for x in [*(a for a, _ in self.groups), critic]}.values():
+            self.dist.broadcast_module(m)  # type: ignore[arg-type]
+
+    def state_dict(self) -> dict:
+        """Everything an interrupted run needs to go on (the env cursor is not kept: a resumed run starts
+        fresh episodes)."""
+        return {
+            "actors": [a.state_dict() for a, _ in self.groups],  # type: ignore[attr-defined]
+            "critic": self.critic.state_dict(),  # type: ignore[attr-defined]
+            "optimizer": self.optimizer.state_dict(),
+            "value_norm": self.value_norm.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "updates_done": self.updates_done,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for (a, _), sd in zip(self.groups, state["actors"], strict=True):
+            a.load_state_dict(sd)  # type: ignore[attr-defined]
+        self.critic.load_state_dict(state["critic"])  # type: ignore[attr-defined]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.value_norm.load_state_dict(state["value_norm"])
+        self.rng.bit_generator.state = state["rng"]
+        self.updates_done = int(state["updates_done"])
 
     # ---- acting -------------------------------------------------------------------------------
 
@@ -332,17 +363,22 @@ class MAPPO:
         return self.value_norm.denormalize(self.critic.value(_t(state)).numpy())
 
     @torch.no_grad()
-    def _sample(self, obs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Sample every agent's action: (n_envs, n_agents) actions and log-probs."""
+    def _sample(self, obs: list[np.ndarray], acts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Sample the actions of the agents that decide now (``acts``, default all): (n_envs, n_agents)
+        actions and log-probs, zero elsewhere. Only the deciding envs go through a group's actor — a slow
+        agent's network runs on its own clock, not every step."""
         n_envs = obs[0].shape[0]
         actions = np.zeros((n_envs, self.n_agents), np.int64)
         logp = np.zeros((n_envs, self.n_agents), np.float32)
         for actor, members in self.groups:
-            x = _t(np.stack([obs[i] for i in members], axis=1))  # (E, m, d)
-            dist = actor.dist(x.reshape(n_envs * len(members), -1))
+            rows = np.arange(n_envs) if acts is None else np.flatnonzero(acts[:, members].any(axis=1))
+            if len(rows) == 0:
+                continue
+            x = _t(np.stack([obs[i][rows] for i in members], axis=1))  # (E', m, d)
+            dist = actor.dist(x.reshape(len(rows) * len(members), -1))
             a = dist.sample()
-            actions[:, members] = a.reshape(n_envs, len(members)).numpy()
-            logp[:, members] = dist.log_prob(a).reshape(n_envs, len(members)).numpy()
+            actions[np.ix_(rows, members)] = a.reshape(len(rows), len(members)).numpy()
+            logp[np.ix_(rows, members)] = dist.log_prob(a).reshape(len(rows), len(members)).numpy()
         return actions, logp
 
     def reset(self, env: VecEnv, seed: int) -> None:
@@ -376,7 +412,7 @@ class MAPPO:
             states[t] = c.state
             acts[t] = decision_mask(c.episode_step, self.act_every, c.env_acts)
             values[t] = self._values(c.state)
-            sampled, logp = self._sample(c.obs)
+            sampled, logp = self._sample(c.obs, acts[t])
             actions[t] = np.where(acts[t], sampled, c.prev_actions)  # hold between decisions
             logprobs[t] = np.where(acts[t], logp, 0.0)
             step = env.step(actions[t])
@@ -417,7 +453,8 @@ class MAPPO:
         n_agents = self.n_agents
         # Critic samples: every (t, env), all agent heads at once. Stats first, so the targets are
         # normalized with the statistics that include them.
-        self.value_norm.update(buf.returns.reshape(-1, n_agents))
+        # every worker updates the statistics with every worker's returns, so they stay identical
+        self.value_norm.update(self.dist.all_gather_rows(buf.returns.reshape(-1, n_agents)))
         states = _t(buf.state.reshape(-1, buf.state.shape[-1]))
         v_target = _t(self.value_norm.normalize(buf.returns.reshape(-1, n_agents)))
         v_old = _t(self.value_norm.normalize(buf.values.reshape(-1, n_agents)))
@@ -468,6 +505,11 @@ class MAPPO:
                     )
                     entropy = dist.entropy().mean()
                     loss = loss + pg_loss - cfg.ent_coef * entropy
+                    aux = getattr(actor, "aux_loss", None)
+                    if aux is not None:
+                        aux_loss = aux(obs[mb])
+                        loss = loss + aux_loss
+                        stats.setdefault("aux_loss", []).append(aux_loss.item())
                     stats["policy_loss"].append(pg_loss.item())
                     stats["entropy"].append(entropy.item())
                     stats["approx_kl"].append(approx_kl.item())
@@ -480,6 +522,7 @@ class MAPPO:
 
                 self.optimizer.zero_grad()
                 loss.backward()
+                self.dist.all_reduce_grads(self.actor_params + self.critic_params)
                 stats["grad_norm_actor"].append(
                     float(nn.utils.clip_grad_norm_(self.actor_params, cfg.max_grad_norm))
                 )

@@ -52,58 +52,88 @@ def make_env(n_agents: int = 3, local_ratio: float = 0.5, max_cycles: int = 25) 
 
 
 class MPEVecEnv:
-    """``n_envs`` simple_spread_v3 parallel envs in lockstep (a Python loop over the few envs)."""
+    """``n_envs`` simple_spread_v3 envs in lockstep (a Python loop over the few envs).
+
+    Each env is mpe2's ``raw_env`` driven through its AEC API (``step`` once per agent in turn; the last
+    agent's step advances the world), without the parallel-API and order-enforcing wrappers that
+    ``parallel_env`` adds around the same object: those wrappers cost as much time as the simulation
+    itself and change nothing in the dynamics, rewards or observations (tested step for step against
+    ``parallel_env``). Evaluation (:func:`evaluate`) uses the public ``parallel_env``."""
 
     def __init__(self, n_envs: int = 8, n_agents: int = 3, local_ratio: float = 0.5, max_cycles: int = 25,
-                 agent_ids: bool = False) -> None:  # fmt: skip
-        self.envs = [make_env(n_agents, local_ratio, max_cycles) for _ in range(n_envs)]
+                 agent_ids: bool = False, time_state: bool = False) -> None:  # fmt: skip
+        self.envs = [
+            simple_spread_v3.raw_env(
+                N=n_agents, local_ratio=local_ratio, max_cycles=max_cycles, continuous_actions=False
+            )
+            for _ in range(n_envs)
+        ]
         self.n_envs = n_envs
         self.agents: list[str] = list(self.envs[0].possible_agents)
         self.n_agents = len(self.agents)
         self.agent_ids = agent_ids
         raw_dim = int(self.envs[0].observation_space(self.agents[0]).shape[0])
         self.obs_dim = raw_dim + (self.n_agents if agent_ids else 0)
-        self.state_dim = self.n_agents * raw_dim
+        self.time_state = time_state
+        self.max_cycles = max_cycles
+        self.t = np.zeros(n_envs, np.int64)  # steps taken in each env's current episode
+        self.state_dim = self.n_agents * raw_dim + (1 if time_state else 0)
         self.n_actions = N_ACTIONS
 
-    def _stack(self, per_env: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-        return [np.stack([o[a] for o in per_env]).astype(np.float32) for a in self.agents]
+    def _observe(self, env: Any) -> np.ndarray:
+        return np.stack([env.observe(a) for a in self.agents])  # (n_agents, raw_dim) float32
 
-    def _actor_obs(self, raw: list[np.ndarray]) -> list[np.ndarray]:
-        if not self.agent_ids:
-            return raw
-        ids = np.eye(self.n_agents, dtype=np.float32)
-        return [
-            np.concatenate([o, np.broadcast_to(ids[i], (len(o), self.n_agents))], 1)
-            for i, o in enumerate(raw)
-        ]
+    def _split(self, raw: np.ndarray, t: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """(n_envs, n_agents, raw_dim) -> per-agent actor observations and the global state."""
+        obs = [raw[:, i] for i in range(self.n_agents)]
+        if self.agent_ids:
+            ids = np.eye(self.n_agents, dtype=np.float32)
+            obs = [np.concatenate([o, np.broadcast_to(ids[i], (len(o), self.n_agents))], 1)
+                   for i, o in enumerate(obs)]  # fmt: skip
+        state = raw.reshape(len(raw), -1)
+        if self.time_state:
+            state = np.concatenate([state, (t / self.max_cycles).astype(np.float32)[:, None]], 1)
+        return obs, state
 
     def reset(self, seed: int) -> VecObs:
         # Env k is seeded once with seed + k; its later auto-resets continue its own generator.
-        raw = self._stack([env.reset(seed=seed + k)[0] for k, env in enumerate(self.envs)])
-        return VecObs(obs=self._actor_obs(raw), state=np.concatenate(raw, axis=1))
+        for k, env in enumerate(self.envs):
+            env.reset(seed=seed + k)
+        self.t[:] = 0
+        obs, state = self._split(np.stack([self._observe(env) for env in self.envs]), self.t)
+        return VecObs(obs=obs, state=state)
 
     def step(self, actions: np.ndarray) -> VecStep:
         rewards = np.zeros((self.n_envs, self.n_agents), np.float32)
         terminated = np.zeros(self.n_envs, bool)
         truncated = np.zeros(self.n_envs, bool)
-        final: list[dict[str, np.ndarray]] = []
-        nxt: list[dict[str, np.ndarray]] = []
+        final = np.zeros((self.n_envs, self.n_agents, self.state_dim // self.n_agents), np.float32)
+        nxt = np.zeros_like(final)
         for k, env in enumerate(self.envs):
-            obs, rew, term, trunc, _ = env.step({a: int(actions[k, i]) for i, a in enumerate(self.agents)})
-            rewards[k] = [rew[a] for a in self.agents]
-            terminated[k] = any(term.values())
-            truncated[k] = any(trunc.values()) and not terminated[k]
-            final.append(obs)
-            nxt.append(env.reset()[0] if terminated[k] or truncated[k] else obs)
-        raw = self._stack(nxt)
+            for i in range(self.n_agents):  # AEC: agents in turn; the last one steps the world
+                env.step(int(actions[k, i]))
+            rewards[k] = [env.rewards[a] for a in self.agents]
+            terminated[k] = any(env.terminations[a] for a in self.agents)
+            truncated[k] = any(env.truncations[a] for a in self.agents) and not terminated[k]
+            if self.time_state and truncated[k]:  # a finite-horizon task: the time limit is terminal
+                terminated[k], truncated[k] = True, False
+            final[k] = self._observe(env)
+            if terminated[k] or truncated[k]:
+                env.reset()
+                nxt[k] = self._observe(env)
+            else:
+                nxt[k] = final[k]
+        done = terminated | truncated
+        _, final_state = self._split(final, self.t + 1)
+        self.t = np.where(done, 0, self.t + 1)
+        obs, state = self._split(nxt, self.t)
         return VecStep(
-            obs=self._actor_obs(raw),
-            state=np.concatenate(raw, axis=1),
+            obs=obs,
+            state=state,
             rewards=rewards,
             terminated=terminated,
             truncated=truncated,
-            final_state=np.concatenate(self._stack(final), axis=1),
+            final_state=final_state,
         )
 
 
@@ -177,22 +207,34 @@ class SubprocMPEVecEnv:
 # --------------------------------------------------------------------------------------------------
 
 
-def _mlp(n_in: int, n_out: int, hidden: int, out_gain: float) -> nn.Sequential:
-    net = nn.Sequential(
-        nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, n_out)
-    )
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def _mlp(n_in: int, n_out: int, hidden: int, out_gain: float, activation: str = "tanh", layers: int = 2,
+         input_norm: bool = False) -> nn.Sequential:  # fmt: skip
+    """``layers`` hidden layers of ``hidden`` units; ``input_norm``: a LayerNorm on the input (the
+    reference MAPPO's "feature normalization")."""
+    act = ACTIVATIONS[activation]
+    mods: list[nn.Module] = [nn.LayerNorm(n_in)] if input_norm else []
+    width = n_in
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), act()]
+        width = hidden
+    mods.append(nn.Linear(width, n_out))
+    net = nn.Sequential(*mods)
     # CleanRL's init: orthogonal √2 for hidden layers; a small policy head starts near-uniform.
     for layer in net:
         if isinstance(layer, nn.Linear):
-            nn.init.orthogonal_(layer.weight, out_gain if layer.out_features == n_out else np.sqrt(2))
+            nn.init.orthogonal_(layer.weight, out_gain if layer is mods[-1] else np.sqrt(2))
             nn.init.zeros_(layer.bias)
     return net
 
 
 class MLPActor(nn.Module):
-    def __init__(self, obs_dim: int, n_actions: int = N_ACTIONS, hidden: int = 64) -> None:
+    def __init__(self, obs_dim: int, n_actions: int = N_ACTIONS, hidden: int = 64, activation: str = "tanh",
+                 layers: int = 2, input_norm: bool = False) -> None:  # fmt: skip
         super().__init__()
-        self.net = _mlp(obs_dim, n_actions, hidden, out_gain=0.01)
+        self.net = _mlp(obs_dim, n_actions, hidden, 0.01, activation, layers, input_norm)
 
     def forward(self, obs: Tensor) -> Tensor:
         return self.net(obs)
@@ -204,9 +246,10 @@ class MLPActor(nn.Module):
 class MLPCritic(nn.Module):
     """Global state -> one normalized value per agent."""
 
-    def __init__(self, state_dim: int, n_agents: int, hidden: int = 128) -> None:
+    def __init__(self, state_dim: int, n_agents: int, hidden: int = 128, activation: str = "tanh",
+                 layers: int = 2, input_norm: bool = False) -> None:  # fmt: skip
         super().__init__()
-        self.net = _mlp(state_dim, n_agents, hidden, out_gain=1.0)
+        self.net = _mlp(state_dim, n_agents, hidden, 1.0, activation, layers, input_norm)
 
     def value(self, state: Tensor) -> Tensor:
         return self.net(state)
