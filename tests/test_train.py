@@ -104,6 +104,20 @@ def test_trained_team_acts_like_serving(data, models) -> None:
         assert np.all((a["bias"] >= -1) & (a["bias"] <= 1)) and np.all((a["size"] >= 0) & (a["size"] <= 1))
         assert np.all(np.isin(a["tactical"], [int(t) for t in TacticalAction]))
         obs, *_ = env.step(a)
+    # batch-prepared outputs over the whole market give exactly the step-by-step actions
+    step_by_step, prepared = TrainedTeam(models), TrainedTeam(models)
+    prepared.prepare(data)
+    env_a = VecMarketEnv(data, 1, EnvConfig(episode_bars=80), seed=5)
+    env_b = VecMarketEnv(data, 1, EnvConfig(episode_bars=80), seed=5)
+    oa, ob = env_a.reset(), env_b.reset()
+    for _ in range(80):
+        a, b = step_by_step.act(oa), prepared.act(ob)
+        for key in ("tactical", "risk", "regime_pred", "structure"):
+            assert np.array_equal(a[key], b[key]), key
+        np.testing.assert_allclose(a["bias"], b["bias"], atol=1e-5)
+        np.testing.assert_allclose(a["size"], b["size"], atol=1e-5)
+        oa, *_ = env_a.step(a)
+        ob, *_ = env_b.step(b)
     ablation = team.without_risk()
     assert ablation.name == "team_no_risk"
     assert np.all(ablation.act(obs)["risk"] == int(RiskAction.ALLOW))

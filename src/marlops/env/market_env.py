@@ -163,6 +163,7 @@ class VecMarketEnv:
             "portfolio": self._portfolio_state(),
             "slow_step": d.slow_step[t],
             "regime_label": d.regime_label[t],
+            "bar_index": t.copy(),
         }
 
     def _portfolio_state(self) -> np.ndarray:
@@ -284,7 +285,6 @@ class VecMarketEnv:
         # cash_pnl holds realized PnL; equity adds the open position marked to market
         self.cash_pnl += realized
         self.position = new
-
 
 
 # The synthetic tape is a sample of trades (median size 0.25, docs/synthetic-market.md), so its volume

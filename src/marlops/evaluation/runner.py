@@ -217,6 +217,9 @@ def run_policies(
     equity[:, 0] = cfg.initial_equity
     for p in pols:
         p.reset(1)
+        prepare = getattr(p, "prepare", None)  # optional: batch work over the whole market up front
+        if prepare is not None:
+            prepare(data)
     for k in range(n):
         acts = [p.act({key: v[i : i + 1] for key, v in obs.items()}) for i, p in enumerate(pols)]
         batch = {key: np.concatenate([np.asarray(a[key]).reshape(-1) for a in acts]) for key in _ACTION_KEYS}
