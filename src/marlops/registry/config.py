@@ -1,0 +1,91 @@
+"""Where MLflow lives: an embedded sqlite store with local artifacts, or a tracking server.
+
+Resolution order of :func:`resolve_tracking`:
+
+1. the ``tracking_uri`` argument (``marlops registry … --tracking-uri``);
+2. ``MLFLOW_TRACKING_URI`` (a server such as ``http://mlflow.mlops:5000``, or any MLflow URI);
+3. the embedded default: ``sqlite:///<dir>/mlflow.db`` with artifacts under ``<dir>/artifacts``, where
+   ``<dir>`` is ``MARLOPS_MLFLOW_DIR`` (default ``data/mlflow``, relative to the working directory).
+
+The registry URI follows the tracking URI unless ``MLFLOW_REGISTRY_URI`` says otherwise. With a server
+the artifact location is the server's (``--artifacts-destination``, e.g. object storage).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # mlflow takes seconds to import; only the functions that talk to it import it
+    from mlflow import MlflowClient
+
+MLFLOW_DIR_ENV = "MARLOPS_MLFLOW_DIR"
+DEFAULT_MLFLOW_DIR = Path("data/mlflow")
+DEFAULT_EXPERIMENT = "marlops"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Tracking and registry URIs, and the artifact root of experiments this package creates."""
+
+    tracking_uri: str
+    registry_uri: str
+    artifact_root: str | None = None  # None: the server decides
+    embedded: bool = False
+
+    def describe(self) -> str:
+        where = f" (artifacts {self.artifact_root})" if self.artifact_root else ""
+        return f"{self.tracking_uri}{where}"
+
+
+def embedded_config(directory: str | Path | None = None) -> TrackingConfig:
+    """The embedded store in ``directory`` (default: ``$MARLOPS_MLFLOW_DIR`` or ``data/mlflow``)."""
+    d = Path(directory or os.environ.get(MLFLOW_DIR_ENV) or DEFAULT_MLFLOW_DIR).resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{d / 'mlflow.db'}"
+    return TrackingConfig(uri, uri, (d / "artifacts").as_uri(), embedded=True)
+
+
+def resolve_tracking(tracking_uri: str | None = None, directory: str | Path | None = None) -> TrackingConfig:
+    """The configuration to use (see the module docstring for the order)."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return embedded_config(directory)
+    registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
+    artifact_root = None
+    if uri.startswith("sqlite:///"):  # a sqlite file named explicitly: keep artifacts beside it
+        artifact_root = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
+    return TrackingConfig(uri, registry, artifact_root, embedded=False)
+
+
+def activate(config: TrackingConfig) -> MlflowClient:
+    """Point MLflow's process-wide fluent API at ``config`` and return a client for it.
+
+    Model logging and ``models:/`` downloads go through the fluent API, so the global URIs are set.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(config.tracking_uri)
+    mlflow.set_registry_uri(config.registry_uri)
+    return mlflow.MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.registry_uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, config: TrackingConfig) -> str:
+    """The id of experiment ``name``, created (with the config's artifact root) when missing."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = f"{config.artifact_root}/{name}" if config.artifact_root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another process created it in between
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id

@@ -1,0 +1,425 @@
+"""The MLflow registry glue against a real MLflow (temporary sqlite store, local artifacts), no mocks.
+
+Most tests use small fake run folders with the exact layout of `marlops train --out` (tiny ONNX graphs
+y = c·x whose constant c tells the teams apart); the slow test registers a real trained team.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from typer.testing import CliRunner
+
+from marlops.registry import (
+    AGENTS,
+    GateConfig,
+    RegistryError,
+    TrackingConfig,
+    evaluate_gate,
+    read_run,
+)
+
+ENTRIES = {  # entry names and input names of the real agents (meta.json), with tiny shapes
+    "regime": {"regime": ["x"]},
+    "structure": {"structure": ["x", "msgs"]},
+    "tactical": {"tactical": ["x", "msgs"]},
+    "risk": {"risk_encode": ["tactical", "structure"], "risk_q": ["cache", "portfolio"]},
+}
+
+
+# ------------------------------------------------------------------------------------------ folders
+
+
+def _graph(inputs: list[str], output: str, c: float) -> bytes:
+    """``output = c · (sum of the inputs)``, all float32 [1, 4]."""
+    ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in inputs]
+    out = helper.make_tensor_value_info(output, TensorProto.FLOAT, [1, 4])
+    const = helper.make_tensor("c", TensorProto.FLOAT, [1], [c])
+    nodes, acc = [], inputs[0]
+    for i, n in enumerate(inputs[1:]):
+        nodes.append(helper.make_node("Add", [acc, n], [f"s{i}"]))
+        acc = f"s{i}"
+    nodes.append(helper.make_node("Mul", [acc, "c"], [output]))
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", ins, [out], [const]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def make_run(root: Path, c: float, config: dict | None = None) -> Path:
+    """A fake `marlops train --out` folder whose every agent multiplies by ``c``."""
+    versions = {}
+    for agent, entries in ENTRIES.items():
+        d = root / "agents" / agent
+        d.mkdir(parents=True)
+        meta_entries = {}
+        for name, inputs in entries.items():
+            (d / f"{name}.onnx").write_bytes(_graph(inputs, "y", c))
+            meta_entries[name] = {
+                "file": f"{name}.onnx",
+                "exporter": "test",
+                "inputs": {n: {"shape": [1, 4], "dtype": "float32"} for n in inputs},
+                "outputs": ["y"],
+            }
+        (d / "weights.pt").write_bytes(f"{agent} {c}".encode())
+        (d / "spec.yaml").write_text(f"agent: {agent}\n")
+        version = f"{agent}-{hashlib.sha256(f'{agent}{c}'.encode()).hexdigest()[:12]}"
+        meta = {"agent": agent, "version": version, "serving_format": "onnx", "entries": meta_entries}
+        (d / "meta.json").write_text(json.dumps(meta))
+        versions[agent] = version
+    (root / "agents" / "agents.json").write_text(json.dumps({"versions": versions}))
+    cfg = {"seed": 0, "train_seeds": [11], "validation_seed": 12, "updates": 2, "lr": 3e-4, "threads": None}
+    summary = {
+        "regime_val_balanced_accuracy": 0.5,
+        "updates": 2,
+        "workers_in_sync": True,
+        "config": {**cfg, **(config or {})},
+        "final": {"reward_mean": -0.01, "episode_return": float("nan")},
+    }
+    (root / "summary.json").write_text(json.dumps(summary))
+    (root / "metrics.jsonl").write_text(
+        '{"stage": "regime", "epoch": 1, "step": 1, "regime_loss": 1.5}\n'
+        '{"stage": "team", "step": 2, "reward_mean": -0.02, "episode_return": NaN}\n'
+        '{"stage": "team", "step": 3, "reward_mean": -0.01, "episode_return": NaN}\n'
+        '{"stage": "team", "st'  # a torn last line (a killed worker) is skipped
+    )
+    (root / "critic.pt").write_bytes(b"critic")
+    return root
+
+
+def make_eval(root: Path, sharpe: float, mdd: float = 0.1, acc: float = 0.6, markets=("seed 101",)) -> Path:
+    """A fake `marlops evaluate --out` folder (report.json in report.py's format)."""
+    root.mkdir(parents=True)
+    fig = {"sharpe": sharpe, "max_drawdown": mdd, "total_return": 0.01, "regime_balanced_accuracy": acc}
+    report = {
+        "markets": list(markets),
+        "policies": ["buy_and_hold", "team"],
+        "aggregate": {
+            "with_costs": {
+                "team": fig,
+                "buy_and_hold": {"sharpe": -1.0, "max_drawdown": 0.3, "sortino": None},
+            },
+            "without_costs": {"team": {**fig, "sharpe": sharpe + 0.5}},
+        },
+        "goals": {
+            "costs": True,
+            "team_beats_baselines": {"status": "pass"},
+            "regime_accuracy": {"status": "fail"},
+        },
+    }
+    (root / "report.json").write_text(json.dumps(report))
+    (root / "report.html").write_text("<html>report</html>")
+    return root
+
+
+# ------------------------------------------------------------------------------------------ stores
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, migrated MLflow sqlite database (migrations take seconds: done once, then copied)."""
+    from mlflow import MlflowClient
+
+    d = tmp_path_factory.mktemp("mlflow-template")
+    MlflowClient(tracking_uri=f"sqlite:///{d / 'mlflow.db'}").search_experiments()
+    return d / "mlflow.db"
+
+
+@pytest.fixture
+def store(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatch) -> TrackingConfig:
+    from marlops.registry import embedded_config
+
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(var, raising=False)
+    d = tmp_path / "mlflow"
+    d.mkdir()
+    shutil.copy(template_db, d / "mlflow.db")
+    monkeypatch.setenv("MARLOPS_MLFLOW_DIR", str(d))
+    return embedded_config(d)
+
+
+def _alias_versions(alias: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client, out = MlflowClient(), {}
+    for a in AGENTS:
+        try:
+            out[a] = client.get_model_version_by_alias(f"marlops-{a}", alias).version
+        except MlflowException:
+            pass
+    return {a: str(v) for a, v in out.items()}
+
+
+def _champion_constant(agent: str = "regime") -> float:
+    """Load ``models:/marlops-<agent>@champion`` as a pyfunc and read its constant back."""
+    import mlflow
+
+    from marlops.registry import model_uri
+
+    model = mlflow.pyfunc.load_model(model_uri(agent))
+    entry = next(iter(ENTRIES[agent].items()))
+    out = model.predict({n: np.ones((1, 4), np.float32) for n in entry[1]})
+    return float(out["y"][0, 0]) / len(entry[1])
+
+
+# ------------------------------------------------------------------------------------------ the gate (pure)
+
+
+BASE = {"sharpe": 1.0, "max_drawdown": 0.10, "total_return": 0.05, "regime_balanced_accuracy": 0.80}
+
+
+def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one() -> None:
+    better = {**BASE, "sharpe": 1.3, "max_drawdown": 0.11}
+    d = evaluate_gate(better, BASE)
+    assert d.promote and not d.first_champion and not d.reasons
+    worse = {**BASE, "sharpe": 0.7}
+    d = evaluate_gate(worse, BASE)
+    assert not d.promote and any(r.startswith("sharpe") for r in d.reasons)
+    assert not evaluate_gate(dict(BASE), BASE).promote  # a tie does not beat the champion
+    # a better Sharpe bought with a much deeper drawdown, or a lost regime classifier, is refused
+    assert not evaluate_gate({**better, "max_drawdown": 0.20}, BASE).promote
+    d = evaluate_gate({**better, "regime_balanced_accuracy": 0.70}, BASE)
+    assert [c.name for c in d.checks if not c.passed] == ["regime_balanced_accuracy"]
+    # thresholds are configurable
+    assert not evaluate_gate(better, BASE, GateConfig(min_sharpe_gain=0.5)).promote
+    assert evaluate_gate(
+        {**better, "max_drawdown": 0.20}, BASE, GateConfig(max_drawdown_increase=0.15)
+    ).promote
+    assert not evaluate_gate({**better, "total_return": 0.0}, BASE, GateConfig(max_return_drop=0.01)).promote
+    # missing regime figures (markets without labels) skip that rule
+    assert evaluate_gate({**better, "regime_balanced_accuracy": None}, BASE).promote
+
+
+def test_gate_without_champion_unevaluated_goals_and_markets() -> None:
+    assert evaluate_gate(BASE, None).promote and evaluate_gate(BASE, None).first_champion
+    assert not evaluate_gate({}, None).promote  # never promote a team without figures
+    assert not evaluate_gate({"sharpe": None}, BASE).promote
+    assert not evaluate_gate(BASE, None, GateConfig(min_sharpe=2.0)).promote
+    need = GateConfig(required_goals=("regime_accuracy",))
+    assert not evaluate_gate(BASE, None, need, challenger_goals={"regime_accuracy": "fail"}).promote
+    assert evaluate_gate(BASE, None, need, challenger_goals={"regime_accuracy": "pass"}).promote
+    better = {**BASE, "sharpe": 2.0}
+    d = evaluate_gate(better, BASE, challenger_markets=["seed 1"], champion_markets=["seed 2"])
+    assert not d.promote and "same_markets" in d.reasons[0]
+    assert evaluate_gate(
+        better, BASE, GateConfig(require_same_markets=False), challenger_markets=["a"], champion_markets=["b"]
+    ).promote
+    with pytest.raises(ValueError):
+        GateConfig(max_drawdown_increase=-1)  # pydantic validates thresholds
+
+
+def test_run_folder_checks(tmp_path: Path) -> None:
+    run = read_run(make_run(tmp_path / "a", 1.0))
+    assert set(run.versions) == set(AGENTS) and run.team_id.startswith("team-")
+    assert read_run(make_run(tmp_path / "b", 1.0)).team_id == run.team_id  # same agents, same team
+    with pytest.raises(RegistryError, match="no agents/ folder"):
+        read_run(tmp_path)
+    (tmp_path / "a" / "agents" / "risk" / "risk_q.onnx").unlink()
+    with pytest.raises(RegistryError, match="serving graphs missing"):
+        read_run(tmp_path / "a")
+
+
+# ------------------------------------------------------------------------------------------ MLflow
+
+
+def test_log_register_aliases_idempotent_and_champion_uri(tmp_path: Path, store: TrackingConfig) -> None:
+    from mlflow import MlflowClient
+
+    from marlops.registry import download_agent, list_models, promote, register_run
+
+    run_dir = make_run(tmp_path / "run", 2.0)
+    eval_dir = make_eval(tmp_path / "eval", sharpe=0.8)
+    reg = register_run(
+        run_dir, eval_dir, lineage={"data_hash": "abc123", "feature_views": {"bars_5m": "f1"}}, config=store
+    )
+    assert reg.challenger and reg.created and set(reg.agents) == set(AGENTS)
+    assert {r.version for r in reg.agents.values()} == {"1"}
+    assert _alias_versions("challenger") == dict.fromkeys(AGENTS, "1") and _alias_versions("champion") == {}
+
+    # what the run holds: params, metrics (summary, history at steps, evaluation), lineage, artifacts
+    client = MlflowClient()
+    run = client.get_run(reg.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["config.updates"] == "2" and run.data.params["config.train_seeds"] == "[11]"
+    m = run.data.metrics
+    assert m["train.regime_val_balanced_accuracy"] == 0.5 and m["eval.with_costs.team.sharpe"] == 0.8
+    assert m["eval.without_costs.team.sharpe"] == pytest.approx(1.3)
+    assert "train.final.episode_return" not in m  # NaN figures are left out
+    assert [x.step for x in client.get_metric_history(reg.run_id, "team.reward_mean")] == [2, 3]
+    tags = run.data.tags
+    assert tags["marlops.team"] == reg.team and tags["marlops.lineage.data_hash"] == "abc123"
+    assert json.loads(tags["marlops.lineage.feature_views"]) == {"bars_5m": "f1"}
+    assert tags["marlops.eval.goal.regime_accuracy"] == "fail" and tags["marlops.train_seeds"] == "[11]"
+    assert len(tags.get("mlflow.source.git.commit", "x" * 40)) == 40
+    assert tags["marlops.package_version"]
+    arts = {a.path for a in client.list_artifacts(reg.run_id)}
+    assert {"training", "agents", "evaluation"} <= arts
+    assert {a.path for a in client.list_artifacts(reg.run_id, "evaluation")} == {
+        "evaluation/report.html",
+        "evaluation/report.json",
+    }
+    mv = client.get_model_version("marlops-risk", "1")
+    assert mv.tags["serialization_format"] == "onnx" and mv.tags["team"] == reg.team
+    assert mv.tags["agent_version"] == read_run(run_dir).versions["risk"] and mv.run_id == reg.run_id
+    logged = client.get_logged_model(mv.source.removeprefix("models:/"))  # in the run's experiment,
+    assert logged.experiment_id == run.info.experiment_id and str(logged.status) == "READY"
+    assert logged.artifact_location.startswith(str(store.artifact_root))  # under the store's artifacts
+
+    # idempotent: the same folder again adds no run and no version, and leaves the aliases alone
+    again = register_run(run_dir, eval_dir, config=store)
+    assert again.run_id == reg.run_id and not again.created
+    assert {r.version for r in again.agents.values()} == {"1"}
+    assert len(client.search_model_versions("name = 'marlops-regime'")) == 1
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+
+    # first promotion (no champion): the champion URI resolves to the files of version 1
+    res = promote(config=store)
+    assert res.promoted and res.decision is not None and res.decision.first_champion
+    assert _alias_versions("champion") == dict.fromkeys(AGENTS, "1") and _alias_versions("challenger") == {}
+    assert _champion_constant("regime") == pytest.approx(2.0)
+    assert _champion_constant("risk") == pytest.approx(2.0)
+    folder = download_agent("risk", dst=tmp_path / "dl", config=store)
+    assert json.loads((folder / "meta.json").read_text()) == json.loads(
+        (run_dir / "agents" / "risk" / "meta.json").read_text()
+    )
+    assert (folder / "risk_q.onnx").read_bytes() == (run_dir / "agents" / "risk" / "risk_q.onnx").read_bytes()
+    listing = list_models(store)
+    assert listing.champion_team == reg.team and listing.consistent
+    assert {r.aliases for r in listing.rows} == {("champion",)}
+    assert listing.rows[0].figures["sharpe"] == 0.8
+
+
+def test_gate_promotion_refusal_and_rollback(tmp_path: Path, store: TrackingConfig) -> None:
+    from marlops.registry import download_team, list_models, promote, register_run, rollback
+
+    a = register_run(make_run(tmp_path / "a", 1.0), make_eval(tmp_path / "ea", sharpe=0.5), config=store)
+    assert promote(config=store).promoted
+    # B beats A: all four agents move together
+    b = register_run(make_run(tmp_path / "b", 2.0), make_eval(tmp_path / "eb", sharpe=0.9), config=store)
+    res = promote(config=store)
+    assert res.promoted and res.champion_team == a.team and res.challenger_team == b.team
+    assert _alias_versions("champion") == dict.fromkeys(AGENTS, "2")
+    assert _champion_constant() == pytest.approx(2.0)
+    # C is worse than B: not promoted, B stays champion, C stays challenger
+    c = register_run(make_run(tmp_path / "c", 3.0), make_eval(tmp_path / "ec", sharpe=0.4), config=store)
+    res = promote(config=store)
+    assert not res.promoted and res.decision is not None and not res.decision.promote
+    assert "sharpe" in res.message
+    assert _alias_versions("champion") == dict.fromkeys(AGENTS, "2")
+    assert _alias_versions("challenger") == dict.fromkeys(AGENTS, "3")
+    assert _champion_constant() == pytest.approx(2.0)
+    listing = list_models(store)
+    assert listing.challenger_team == c.team
+    team = download_team(dst=tmp_path / "team", config=store)
+    assert json.loads((team / "agents.json").read_text())["versions"] == read_run(tmp_path / "b").versions
+    # rollback: champion back to A, B marked rolled back
+    rb = rollback(config=store)
+    assert rb.restored == dict.fromkeys(AGENTS, "1") and rb.demoted == dict.fromkeys(AGENTS, "2")
+    assert _alias_versions("champion") == dict.fromkeys(AGENTS, "1")
+    assert _champion_constant() == pytest.approx(1.0)
+    assert {r.version for r in list_models(store).rows if r.rolled_back} == {"2"}
+    # rerunning the job that made B does not make it the challenger again
+    again = register_run(tmp_path / "b", tmp_path / "eb", config=store)
+    assert not again.created and not again.challenger
+    assert _alias_versions("challenger") == dict.fromkeys(AGENTS, "3")
+    with pytest.raises(RegistryError, match="no previous champion"):
+        rollback(config=store)  # A was the first champion
+
+
+def test_unevaluated_challenger_and_later_evaluation(tmp_path: Path, store: TrackingConfig) -> None:
+    from marlops.registry import log_evaluation, promote, register_run
+
+    a = register_run(make_run(tmp_path / "a", 1.0), config=store)
+    res = promote(config=store)
+    assert not res.promoted and "evaluated" in res.message  # no figures, no promotion
+    assert log_evaluation(a.run_id, make_eval(tmp_path / "ea", sharpe=0.1), store)
+    assert not log_evaluation(a.run_id, tmp_path / "ea", store)  # the same report is not logged twice
+    assert promote(config=store).promoted
+
+
+def test_cli_registry(tmp_path: Path, store: TrackingConfig) -> None:
+    from marlops.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["registry", "promote"])
+    assert res.exit_code == 2 and "no marlops models" in res.output
+    res = runner.invoke(app, ["registry", "register", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "not a folder" in res.output
+    res = runner.invoke(
+        app, ["registry", "register", str(make_run(tmp_path / "a", 1.0)), "--lineage", "oops"]
+    )
+    assert res.exit_code == 2 and "KEY=VALUE" in res.output
+
+    a = make_run(tmp_path / "a2", 1.0)
+    res = runner.invoke(
+        app,
+        [
+            "registry",
+            "register",
+            str(a),
+            "--eval",
+            str(make_eval(tmp_path / "ea", 0.5)),
+            "--lineage",
+            "data_hash=abc",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "challenger" in res.output
+    res = runner.invoke(app, ["registry", "promote"])
+    assert res.exit_code == 0 and "promoted" in res.output
+    res = runner.invoke(app, ["registry", "promote"])
+    assert res.exit_code == 0 and "nothing to promote" in res.output
+    b = make_run(tmp_path / "b", 2.0)
+    assert (
+        runner.invoke(
+            app, ["registry", "register", str(b), "--eval", str(make_eval(tmp_path / "eb", 0.7))]
+        ).exit_code
+        == 0
+    )
+    res = runner.invoke(app, ["registry", "promote", "--min-sharpe-gain", "0.5"])
+    assert res.exit_code == 1 and "not promoted" in res.output
+    res = runner.invoke(app, ["registry", "list"])
+    assert res.exit_code == 0 and "champion" in res.output and "challenger" in res.output
+    res = runner.invoke(app, ["registry", "list", "--json"])
+    assert res.exit_code == 0 and len(json.loads(res.output)["rows"]) == 8
+    res = runner.invoke(app, ["registry", "promote", "--min-sharpe-gain", "0.1"])
+    assert res.exit_code == 0 and "promoted" in res.output
+    res = runner.invoke(app, ["registry", "rollback", "--agent", "nope"])
+    assert res.exit_code == 2 and "unknown agent" in res.output
+    res = runner.invoke(app, ["registry", "rollback"])
+    assert res.exit_code == 0 and "rolled back" in res.output
+    res = runner.invoke(app, ["registry", "rollback"])
+    assert res.exit_code == 2 and "no previous champion" in res.output
+
+
+@pytest.mark.slow
+def test_real_trained_team(tmp_path: Path, store: TrackingConfig) -> None:
+    """A real `marlops train` output: registered, promoted, and served from models:/…@champion."""
+    import mlflow
+
+    from marlops.registry import model_uri, promote, register_run
+    from marlops.training.market import budget_config, train_team
+
+    out = tmp_path / "train"
+    train_team(budget_config("ci", updates=1), out, progress=False)
+    reg = register_run(out, make_eval(tmp_path / "eval", sharpe=0.2), config=store)
+    assert {a: r.agent_version for a, r in reg.agents.items()} == read_run(out).versions
+    assert promote(config=store).promoted
+    for agent in AGENTS:
+        model = mlflow.pyfunc.load_model(model_uri(agent))
+        raw = model.get_raw_model()
+        assert raw.version == reg.agents[agent].agent_version
+        for entry in raw.entries.values():
+            feeds = {n: np.zeros(s["shape"], s["dtype"]) for n, s in entry["inputs"].items()}
+            outs = model.predict(feeds)
+            assert set(outs) == set(entry["outputs"]) and all(np.isfinite(v).all() for v in outs.values())
