@@ -170,9 +170,15 @@ def test_budget_config_errors() -> None:
     assert budget_config("ci", updates=7).updates == 7
 
 
-def test_train_ci_budget_writes_agents_and_a_rerun_resumes(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("ci_run")
+    return out, train_team(budget_config("ci", updates=2), out, progress=False)
+
+
+def test_train_ci_budget_writes_agents_and_a_rerun_resumes(ci_run) -> None:
+    tmp_path, s = ci_run
     cfg = budget_config("ci", updates=2)
-    s = train_team(cfg, tmp_path, progress=False)
     assert s.updates == 2 and s.resumed_from is None and 0.0 <= s.regime_val_balanced_accuracy <= 1.0
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     team_lines = [x for x in lines if x.get("stage") == "team"]
@@ -231,3 +237,53 @@ def test_two_workers_killed_mid_run_resume_from_the_last_checkpoint(tmp_path: Pa
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["workers_in_sync"] is True
     assert summary["updates"] == total
+
+
+def test_evaluate_cli_writes_the_report_with_every_policy(ci_run, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from marlops.cli import app
+
+    model, _ = ci_run
+    out = tmp_path / "eval"
+    args = [
+        "evaluate",
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--seeds",
+        "31",
+        "--days",
+        "9",
+        "--fit-seeds",
+        "32",
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    text = json.dumps(report)
+    for policy in ("team", "team_no_risk", "buy_and_hold", "random", "momentum", "hmm_momentum", "oracle"):
+        assert f'"{policy}"' in text, policy
+    assert "team_beats_baselines" in text and (out / "report.html").stat().st_size > 10_000
+    assert "goal team_beats_baselines" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "1,x"], "--seeds"),
+        (["--seeds", "5", "--fit-seeds", "5"], "must differ"),
+        (["--model", "/nonexistent/run"], "no trained agents"),
+    ],
+)
+def test_evaluate_cli_bad_input(ci_run, tmp_path: Path, args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from marlops.cli import app
+
+    model, _ = ci_run
+    base = ["evaluate", "--model", str(model), "--out", str(tmp_path), "--days", "9"]
+    res = CliRunner().invoke(app, [*base, *args])
+    assert res.exit_code == 2
+    assert message in res.output

@@ -53,6 +53,9 @@ from marlops.agents.types import MESSAGE_DIM, PORTFOLIO_FEATURES, PROPOSAL_DIM, 
 from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL
 
 SERVING_FORMAT = "onnx"
+# Bumped when a serving graph's semantics change without a weight or spec change (part of the export
+# cache key, so no stale graph is reused). 2: structure's bias is the mode level, not the expectation.
+SERVING_GRAPH_REVISION = 2
 WEIGHTS_FILE = "weights.pt"
 SPEC_FILE = "spec.yaml"
 META_FILE = "meta.json"
@@ -75,7 +78,11 @@ class RegimeServing(nn.Module):
 
 
 class StructureServing(nn.Module):
-    """(x, msgs, mask) → probs, bias (E[level] under probs), size, confidence, value, message."""
+    """(x, msgs, mask) → probs, bias (the most likely level), size, confidence, value, message.
+
+    The bias is the deterministic policy's level — the mode, as tactical acts on its argmax — not the
+    expectation over levels: the environment trains on chosen levels, and the expectation of a policy that
+    is unsure is ~0, below the consensus gate's ``min_bias``, which would block every entry in serving."""
 
     def __init__(self, net: StructureNet) -> None:
         super().__init__()
@@ -88,7 +95,7 @@ class StructureServing(nn.Module):
     def forward(self, x: Tensor, msgs: Tensor, mask: Tensor) -> tuple[Tensor, ...]:
         o = self.net(x, msgs, mask)
         probs = torch.softmax(o.logits, dim=-1)
-        return probs, probs @ self.levels, o.size, o.confidence, o.value, o.message
+        return probs, self.levels[probs.argmax(dim=-1)], o.size, o.confidence, o.value, o.message
 
 
 class TacticalServing(nn.Module):

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from marlops.agents.export import (
+    SERVING_GRAPH_REVISION,
     Entry,
     check_parity,
     export_onnx,
@@ -119,7 +120,8 @@ def _put(buf: np.ndarray, value: Any, what: str) -> None:
 def export_cache_path(versions: dict[str, str], cache_dir: str | Path | None = None) -> Path:
     """Where :meth:`AgentSet.untrained` keeps the exported set with these version ids."""
     root = Path(cache_dir or os.environ.get("MARLOPS_CACHE", Path.home() / ".cache" / "marlops")) / "agents"
-    return root / hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:16]
+    key = {"versions": versions, "graph_revision": SERVING_GRAPH_REVISION}
+    return root / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class AgentSet:

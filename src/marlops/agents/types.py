@@ -30,7 +30,7 @@ class RiskAction(IntEnum):
     BLOCK_ENTRY = 3
 
 
-# Structure's actor picks one of five bias levels; its directional bias is their expectation.
+# Structure's actor picks one of five bias levels; in serving its directional bias is the most likely one.
 STRUCTURE_BIAS_LEVELS: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
 # Portfolio state fed to the risk agent (and the environment's observation), in this order.

@@ -198,7 +198,7 @@ class VecMarketEnv:
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict]:
         """``actions``: "structure" (n,) bias level index 0..4 and "size" (n,) in [0, 1] (read only on slow
         steps), "tactical" (n,) TacticalAction, "risk" (n,) RiskAction, optional "fail" (n,) bool,
-        optional "bias" (n,) in [-1, 1] instead of the level's value (what serving does: E[level]),
+        optional "bias" (n,) in [-1, 1] instead of the level's value (a policy's own bias),
         optional "structure_now" (n,) bool: read structure's action now even off a slow step.
         Returns (next observation, team reward, done, info). Done episodes are reset automatically."""
         d, cfg, t = self.data, self.cfg, self.t
@@ -212,7 +212,7 @@ class VecMarketEnv:
         slow = d.slow_step[t]
         if "structure_now" in actions:  # the trainer lets structure decide at an episode's first step too
             slow = slow | np.asarray(actions["structure_now"], bool)
-        # "bias" (n,) overrides the level's value: serving uses the expectation over levels
+        # "bias" (n,) overrides the level's value (evaluation passes the bias a policy computed)
         bias = actions.get("bias")
         level = np.asarray(STRUCTURE_BIAS_LEVELS)[actions["structure"]]
         self.bias = np.where(slow, level if bias is None else np.clip(bias, -1.0, 1.0), self.bias)

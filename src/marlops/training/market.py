@@ -76,7 +76,9 @@ class TrainConfig:
     dqn_epsilon_decay_steps: int = 20_000
     dqn_target_update: int = 250
     checkpoint_every: int = 2  # updates (and every regime epoch)
-    threads: int | None = None  # torch threads per worker (None: torch's default)
+    # torch intra-op threads per worker (None: torch's default). One on small CPUs: with other work on a
+    # 2-core machine, two threads' OpenMP spin-waits made an update ~5× slower (227 s vs 41 s measured).
+    threads: int | None = 1
 
     def key(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,6 +109,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     ),
     "default": {},
     "gpu": dict(
+        threads=None,
         days=365,
         regime_epochs=20,
         regime_max_samples=None,

@@ -359,8 +359,8 @@ def market_outputs(models: TeamModels, data: MarketData, batch: int = 256) -> Ma
 
 class TrainedTeam:
     """The trained agents as an evaluation policy (:class:`marlops.env.policy.TeamPolicy`), acting as
-    serving does: regime → structure at higher-bar closes (bias = E[level] under structure's
-    probabilities, size from its head), tactical's most likely action, the risk agent's greedy Q-action
+    serving does: regime → structure at higher-bar closes (bias = the most likely level, size from its
+    head), tactical's most likely action, the risk agent's greedy Q-action
     (or always ``allow`` in the no-risk ablation)."""
 
     def __init__(self, models: TeamModels, name: str = "team", use_risk: bool = True) -> None:
@@ -408,7 +408,9 @@ class TrainedTeam:
             self.models.refresh(self.ctx, rows, obs)
             _, t_obs = self.models.agent_obs(self.ctx, obs)
             tactical = self.models.tactical_actor.dist(_t(t_obs)).logits.argmax(-1).numpy()
-        self.bias[rows] = self.ctx.structure_probs[rows] @ np.asarray(STRUCTURE_BIAS_LEVELS, np.float32)
+        # the mode level, as the serving graph computes it (StructureServing)
+        levels = np.asarray(STRUCTURE_BIAS_LEVELS, np.float32)
+        self.bias[rows] = levels[self.ctx.structure_probs[rows].argmax(-1)]
         if self.use_risk:
             risk_obs = flatten_risk_obs(
                 obs["tactical"],
