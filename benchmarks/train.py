@@ -64,7 +64,7 @@ def run(n_envs: int, iterations: int = 3) -> dict[str, float]:
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # as `marlops train` (docs/training.md: threads)
     naive, batched = run(1), run(16)
     print(f"team training, iteration = {T}-step rollout + MAPPO update + DQN steps, median of 3 (this CPU)")
     for name, r in (("naive, 1 env", naive), ("batched, 16 envs", batched)):
