@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks components pipelines feature_repo
 	$(BIN)/lint-imports
 
-# Tests marked slow (the MAPPO check on simple_spread_v3, ~15 min) run with `make test-slow`.
+# Tests marked slow (the MAPPO check on simple_spread_v3, ~35 min) run with `make test-slow`.
 test: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 

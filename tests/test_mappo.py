@@ -349,8 +349,49 @@ def test_mpe_adapter_state_and_auto_reset() -> None:
     assert sorted(greedy_assignment(np.array([[1.0, 0.1, 5], [0.2, 0.05, 5], [1, 1, 1]]))) == [0, 1, 2]
 
 
+def test_mpe_adapter_steps_exactly_like_parallel_env() -> None:
+    """The adapter drives mpe2's raw_env through its AEC API: the same observations, rewards and
+    truncations, step for step and across auto-resets, as the public parallel_env."""
+    pytest.importorskip("mpe2")
+    from marlops.training.mpe import MPEVecEnv, make_env
+
+    env = MPEVecEnv(n_envs=3)
+    env.reset(seed=5)
+    refs = [make_env() for _ in range(3)]
+    agents = list(refs[0].possible_agents)
+    for k, ref in enumerate(refs):
+        ref.reset(seed=5 + k)
+    rng = np.random.default_rng(0)
+    for _ in range(60):  # two auto-resets
+        actions = rng.integers(5, size=(3, 3))
+        step = env.step(actions)
+        for k, ref in enumerate(refs):
+            obs, rew, _, trunc, _ = ref.step({a: int(actions[k, i]) for i, a in enumerate(agents)})
+            np.testing.assert_array_equal(step.final_state[k], np.concatenate([obs[a] for a in agents]))
+            np.testing.assert_array_equal(step.rewards[k], np.array([rew[a] for a in agents], np.float32))
+            assert step.truncated[k] == any(trunc.values())
+            if any(trunc.values()):
+                obs = ref.reset()[0]
+            np.testing.assert_array_equal(step.state[k], np.concatenate([obs[a] for a in agents]))
+            np.testing.assert_array_equal(step.obs[1][k], obs[agents[1]])
+
+
+def test_mpe_adapter_time_state_makes_the_time_limit_terminal() -> None:
+    pytest.importorskip("mpe2")
+    from marlops.training.mpe import MPEVecEnv
+
+    env = MPEVecEnv(n_envs=2, max_cycles=3, time_state=True)
+    first = env.reset(seed=0)
+    assert first.state.shape == (2, 55) and (first.state[:, -1] == 0).all()
+    for t in range(3):
+        step = env.step(np.zeros((2, 3), np.int64))
+        assert step.terminated.all() == (t == 2) and not step.truncated.any()
+        np.testing.assert_allclose(step.final_state[:, -1], (t + 1) / 3)
+        np.testing.assert_allclose(step.state[:, -1], 0.0 if t == 2 else (t + 1) / 3)
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)  # ~33 min of training here (docs/mappo.md)
 def test_mappo_beats_greedy_heuristic_on_simple_spread() -> None:
     """The algorithm check: the default budget on simple_spread_v3 (N=3) beats the greedy heuristic,
     all policies scored on the same 500 seeded episodes."""

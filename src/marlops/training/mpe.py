@@ -1,8 +1,9 @@
 """The MAPPO correctness check on ``simple_spread_v3`` from PyPI ``mpe2`` (Farama's maintained MPE).
 
-- :class:`MPEVecEnv` — ``n_envs`` mpe2 parallel-API environments stepped in lockstep behind the trainer's
+- :class:`MPEVecEnv` — ``n_envs`` mpe2 environments stepped in lockstep behind the trainer's
   :class:`~marlops.training.mappo.VecEnv` contract (auto-reset; the global state is the concatenation
   of the agents' observations, which is what mpe2's own ``state()`` returns);
+  :class:`SubprocMPEVecEnv` — the same split over worker processes;
 - :class:`MLPActor` / :class:`MLPCritic` — small MLPs, one actor shared by the identical agents;
 - the baselines: :func:`greedy_landmark_policy` (each agent heads for a distinct landmark assigned
   greedily by distance, taking the discrete action that brings it closest) and :class:`RandomPolicy`;
@@ -58,7 +59,12 @@ class MPEVecEnv:
     agent's step advances the world), without the parallel-API and order-enforcing wrappers that
     ``parallel_env`` adds around the same object: those wrappers cost as much time as the simulation
     itself and change nothing in the dynamics, rewards or observations (tested step for step against
-    ``parallel_env``). Evaluation (:func:`evaluate`) uses the public ``parallel_env``."""
+    ``parallel_env``). Evaluation (:func:`evaluate`) uses the public ``parallel_env``.
+
+    ``agent_ids`` appends a one-hot agent index to each actor observation. ``time_state`` appends the
+    elapsed fraction of the episode (t / max_cycles) to the critic's state and reports the time limit as
+    a termination (no bootstrap): the finite-horizon view of the task, which the critic can only take if
+    it sees the time. The default (False) is the time-unaware critic bootstrapping at truncation."""
 
     def __init__(self, n_envs: int = 8, n_agents: int = 3, local_ratio: float = 0.5, max_cycles: int = 25,
                  agent_ids: bool = False, time_state: bool = False) -> None:  # fmt: skip
@@ -240,7 +246,7 @@ class MLPActor(nn.Module):
         return self.net(obs)
 
     def dist(self, obs: Tensor) -> Categorical:
-        return Categorical(logits=self.net(obs))
+        return Categorical(logits=self.net(obs), validate_args=False)  # the checks cost ~5% of an update
 
 
 class MLPCritic(nn.Module):
@@ -359,8 +365,8 @@ def evaluate(policy: Policy, episodes: int = 1000, seed: int = 10_000, n_agents:
 
 # The default budget of the check (see docs/mappo.md for the learning curve and the wall time).
 SPREAD_CONFIG = MAPPOConfig(
-    total_steps=600_000,
-    rollout_steps=100,  # 8 envs × 100 steps = 800 steps (2,400 agent decisions) per update
+    total_steps=2_400_000,  # the heuristic is beaten between 2.3M and 2.4M steps (docs/mappo.md)
+    rollout_steps=100,  # 64 envs × 100 steps = 6,400 steps (19,200 agent decisions) per update
     gamma=0.95,  # learned faster than 0.99 here (the task's horizon is 25 steps)
     gae_lambda=0.95,
     lr_actor=1e-3,
@@ -369,8 +375,8 @@ SPREAD_CONFIG = MAPPOConfig(
     n_minibatches=8,
     ent_coef=0.01,
 )
-SPREAD_ENVS = 8
-SPREAD_WORKERS = 2
+SPREAD_ENVS = 64  # more envs per update: steadier gradients (−9.12 at 1.2M with 64 vs −9.68 at 0.8M with 32)
+SPREAD_WORKERS = 1  # 64 envs in one process ran at ~1,240 steps/s here, faster than 2 workers
 
 
 @dataclass
@@ -393,15 +399,17 @@ def train_spread(
     critic_hidden: int = 128,
     share: bool = True,
     agent_ids: bool = False,
+    time_state: bool = False,
 ) -> SpreadRun:
     """MAPPO on simple_spread_v3 (N=3): actors (one shared by the three agents unless ``share=False``)
     and a centralized critic on the concatenated observations.
 
-    ``workers > 1`` steps the envs in that many processes (same seeds, so the same run)."""
+    ``workers > 1`` steps the envs in that many processes (same seeds, so the same run).
+    ``time_state``: the critic also sees the episode's elapsed fraction and the time limit is terminal
+    (:class:`MPEVecEnv`) — the finite-horizon alternative to bootstrapping at truncation."""
+    kwargs: dict[str, Any] = {"agent_ids": agent_ids, "time_state": time_state}
     env: MPEVecEnv | SubprocMPEVecEnv = (
-        SubprocMPEVecEnv(n_envs, workers, agent_ids=agent_ids)
-        if workers > 1
-        else MPEVecEnv(n_envs, agent_ids=agent_ids)
+        SubprocMPEVecEnv(n_envs, workers, **kwargs) if workers > 1 else MPEVecEnv(n_envs, **kwargs)
     )
     seed_everything(config.seed)  # network initialization is part of the seeded run
     n_actors = 1 if share else env.n_agents
