@@ -400,7 +400,12 @@ def test_mappo_beats_greedy_heuristic_on_simple_spread() -> None:
 
     heuristic = evaluate(greedy_landmark_policy, episodes=500)
     random = evaluate(RandomPolicy(0), episodes=500)
-    run = train_spread()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the benchmark: small MLPs gain nothing from threads, which spin under load
+    try:
+        run = train_spread()
+    finally:
+        torch.set_num_threads(threads)
     mappo = evaluate(run.policy(deterministic=True), episodes=500)
     print(f"random {random.mean:.2f}  heuristic {heuristic.mean:.2f}  MAPPO {mappo.mean:.2f}")
     assert random.mean < heuristic.mean
