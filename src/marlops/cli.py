@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -37,6 +36,8 @@ from marlops.market.dataset import (
 from marlops.market.feed import FeedConfig
 from marlops.market.io import ColumnMap, DataFileError, read_bars, read_ticks
 from marlops.market.synthetic import generate_market
+from marlops.monitoring.commands import drift_cmd, webhook_app  # cheap: heavy imports run inside
+from marlops.serving.commands import serve_app
 
 if TYPE_CHECKING:  # evaluation (sklearn, hmmlearn) is imported only by the commands that need it
     from marlops.evaluation import EvaluationResult
@@ -55,6 +56,20 @@ registry_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(registry_app, name="registry")
+app.add_typer(serve_app, name="serve")  # KServe agents, decision transformer, launcher (docs/serving.md)
+app.command("drift")(drift_cmd)  # Evidently drift job, signed alerts (docs/monitoring.md)
+
+
+def _retraining_trigger(kfp_host: str | None):  # the retrain trigger's callable, wired in here because
+    def trigger(alert: object) -> object:  # monitoring may not import the pipeline (it imports training)
+        from marlops.pipeline.submit import submit_retraining
+
+        return submit_retraining(host=kfp_host)
+
+    return trigger
+
+
+app.add_typer(webhook_app(_retraining_trigger), name="webhook")  # retrain trigger (docs/monitoring.md)
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # errors unwrapped, so the row and column stay on one line
@@ -232,6 +247,14 @@ def decide_cmd(
         float, typer.Option(help="Hard limit: gross notional / equity.")
     ] = RiskLimits.max_leverage,
     kill_switch: Annotated[bool, typer.Option(help="Flatten and trade nothing.")] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Send every decision to this decision server (`marlops serve`) over HTTP instead "
+                     "of running the engine here; the server's agents and limits decide."),
+    ] = None,
+    instrument: Annotated[
+        str | None, typer.Option(help="With --url: the instrument id sent (default: a fresh replay-<hex>).")
+    ] = None,
 ) -> None:
     """Replay ticks through the market feed and the decision engine (all four agents on their clocks)
     and print a decision summary: actions, overrides, fail-closed reasons, PnL and latency."""
@@ -249,6 +272,9 @@ def decide_cmd(
     except (DataFileError, ValueError, FileNotFoundError) as err:
         err_console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
+    if url:
+        _decide_over_http(ticks, url, instrument, audit, replay)
+        return
     agents = AgentSet.load(models) if models else AgentSet.untrained(seed=seed)
     log = AuditLog(audit) if audit else None
     progress, advance = _tick_progress(len(ticks), "replaying ticks through the engine")
@@ -268,53 +294,113 @@ def decide_cmd(
         console.print(f"audit log: {audit}")
 
 
+def _decide_over_http(
+    ticks: object, url: str, instrument: str | None, audit: Path | None, replay: Path
+) -> None:
+    import httpx
+
+    from marlops.serving.http_replay import DecisionServerError, replay_http
+
+    progress, advance = _tick_progress(len(ticks), f"replaying ticks through {url}")  # type: ignore[arg-type]
+    try:
+        with progress:
+            res = replay_http(ticks, url, instrument, progress=advance, audit=audit)  # type: ignore[arg-type]
+    except (DecisionServerError, httpx.HTTPError) as err:
+        err_console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from err
+    table = Table(title=f"decisions over {replay} via {url} ({res.instrument})", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    versions = res.decisions[-1].model_versions if res.decisions else {}
+    for k, v in {"models": ", ".join(f"{a}={v}" for a, v in versions.items()), **res.summary}.items():
+        table.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    if audit:
+        console.print(f"decisions as returned: {audit}")
+
+
 @app.command("run")
 def run(
-    workdir: Annotated[Path, typer.Option(help="Where the job writes its data and reports.")] = Path(
-        "runs/latest"
-    ),
-    days: Annotated[float, typer.Option(min=1.0, help="Days of synthetic market to generate.")] = 90.0,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic market.")] = 0,
+    workdir: Annotated[
+        Path, typer.Option(help="Where the embedded stores live: feast/, mlflow/, kfp/, pipeline/, serving/.")
+    ] = DEFAULT_DATA,
+    days: Annotated[float, typer.Option(min=8.0, help="Days of synthetic market to train on.")] = 20.0,
+    seed: Annotated[int, typer.Option(help="Seed of the training market.")] = 0,
+    budget: Annotated[str, typer.Option(help="Training budget: ci | small | default | gpu.")] = "small",
+    eval_days: Annotated[float, typer.Option(min=8.0, help="Days per held-out evaluation market.")] = 10.0,
     replay_days: Annotated[
-        float, typer.Option(min=0.0, help="Replay the last N days through the decision engine (0: skip).")
-    ] = 7.0,
+        float,
+        typer.Option(min=0.1, help="Held-out days replayed through the decision path (+2 warm-up days)."),
+    ] = 1.0,
 ) -> None:
-    """The main job on embedded defaults. Today: synthetic market → bars → indicators → matrices → chart,
-    then the last days replayed tick by tick through the four (untrained) agents and the decision engine.
-    Later issues extend it into train → register → serve → decide → drift."""
+    """The main job on embedded defaults: synthetic market → Feast features → the training pipeline via
+    kfp.local (train → evaluate → register in MLflow → promote → deploy) → a held-out day replayed
+    through the champion's decision path. Safe to rerun: nothing is trained or registered twice."""
+    from marlops.pipeline.main_job import MainJobConfig, run_main_job
+    from marlops.pipeline.submit import PipelineFailed
+
+    cfg = MainJobConfig(
+        workdir=workdir, days=days, seed=seed, budget=budget, eval_days=eval_days, replay_days=replay_days
+    )
     t0 = time.perf_counter()
-    ds = _synth(workdir / "market", days, seed, "2025-01-01T00:00:00Z", FeedConfig())
-    _print_summary(ds, "market data")
-    chart = plot_market(
-        ds.higher, workdir / "market_chart.png", regimes=ds.labels, title=f"synthetic market, seed {seed}"
-    )
-    audit_path = None
-    if replay_days > 0:
-        ticks = pd.read_parquet(ds.path / "ticks.parquet")
-        ticks = ticks[ticks["ts"] >= ticks["ts"].iloc[-1] - int(replay_days * 86_400e9)]
-        with console.status("loading the agents (the first run exports their ONNX graphs, ~15 s)"):
-            agents = AgentSet.untrained(seed=seed)
-        audit_path = workdir / "decisions.jsonl"
-        audit_path.unlink(missing_ok=True)
-        log = AuditLog(audit_path)
-        progress, advance = _tick_progress(len(ticks), "decision engine replay")
-        try:
-            with progress:
-                res = replay_ticks(ticks.reset_index(drop=True), agents, audit=log, progress=advance)
-        finally:
-            log.close()
-        table = Table(
-            title=f"decisions over the last {replay_days:g} days (untrained agents)", show_header=False
-        )
-        table.add_column(style="bold")
-        table.add_column()
-        for k, v in res.summary.items():
-            table.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
-        console.print(table)
-    console.print(
-        f"[green]done[/green] in {time.perf_counter() - t0:.1f} s — dataset {ds.path}, chart {chart}"
-        + (f", decisions {audit_path}" if audit_path else "")
-    )
+    status = console.status("starting")
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console,
+    )  # fmt: skip
+    task: list[object] = []
+
+    def on_stage(text: str) -> None:
+        console.print(f"[bold]→[/bold] {text}")
+        status.update(text)
+
+    def on_progress(n: int) -> None:
+        if not task:  # one live display at a time: the spinner gives way to the replay's bar
+            status.stop()
+            progress.start()
+            task.append(progress.add_task("ticks replayed", total=None))
+        progress.advance(task[0], n)  # type: ignore[arg-type]
+
+    status.start()
+    try:
+        result = run_main_job(cfg, on_stage, on_progress)
+    except PipelineFailed as e:
+        err_console.print(f"[red]failed[/red] {e}")
+        raise typer.Exit(1) from None
+    except ValueError as e:
+        err_console.print(f"[red]error[/red] {e}")
+        raise typer.Exit(2) from None
+    finally:
+        status.stop()
+        progress.stop()
+    _print_main_job(result, time.perf_counter() - t0)
+
+
+def _print_main_job(result: object, wall: float) -> None:
+    r = result  # MainJobResult
+    out = r.pipeline.outputs  # type: ignore[attr-defined]
+    table = Table(title="marlops main job", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("team", f"{out.get('team')} ({'promoted' if out.get('promoted') else 'not promoted'})")
+    table.add_row("registry", str(out.get("message")))
+    ev = r.evaluation  # type: ignore[attr-defined]
+    for policy in ("team", "hmm_momentum", "buy_and_hold", "oracle"):
+        if policy in ev:
+            f = ev[policy]
+            table.add_row(
+                f"held-out Sharpe · {policy}",
+                f"{f.get('sharpe', float('nan')):.2f} (return {100 * f.get('total_return', 0.0):.2f} %)",
+            )
+    for k, v in r.replay.items():  # type: ignore[attr-defined]
+        table.add_row(f"replay · {k}", f"{v:,.2f}" if isinstance(v, float) else str(v))
+    table.add_row("replay path", r.replay_mode)  # type: ignore[attr-defined]
+    for k, v in r.stage_s.items():  # type: ignore[attr-defined]
+        table.add_row(f"time · {k}", f"{v:.1f} s")
+    table.add_row("time · total", f"{wall:.1f} s")
+    console.print(table)
+    for k, v in r.paths.items():  # type: ignore[attr-defined]
+        console.print(f"{k}: {v}", soft_wrap=True)
 
 
 @app.command("train")
@@ -324,7 +410,10 @@ def train_cmd(
     ] = Path("runs/train"),
     budget: Annotated[
         str,
-        typer.Option(help="ci (seconds, for tests) | default (minutes on a 2-core CPU) | gpu (GPU nodes)."),
+        typer.Option(
+            help="ci (seconds, for tests) | small (the main job's, a few minutes) | default (minutes on a "
+            "2-core CPU) | gpu (GPU nodes)."
+        ),
     ] = "default",
     nproc: Annotated[
         int,
@@ -336,6 +425,10 @@ def train_cmd(
     ] = 1,
     updates: Annotated[int | None, typer.Option(min=1, help="MAPPO updates (overrides the budget).")] = None,
     days: Annotated[int | None, typer.Option(min=8, help="Days of synthetic market per worker.")] = None,
+    dataset: Annotated[
+        Path | None,
+        typer.Option(help="Train on this dataset folder (`marlops data synth|import`), not synthetic seeds."),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Initialisation and sampling seed.")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(min=1, help="Updates between checkpoints.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Torch threads per worker.")] = None,
@@ -352,8 +445,16 @@ def train_cmd(
     from marlops.training.market import budget_config, train_team
 
     try:
+        if dataset is not None and not (dataset / "meta.json").exists():
+            raise ValueError(f"dataset: {dataset} is not a dataset folder (no meta.json)")
         cfg = budget_config(
-            budget, updates=updates, days=days, seed=seed, checkpoint_every=checkpoint_every, threads=threads
+            budget,
+            updates=updates,
+            days=days,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            threads=threads,
+            dataset=str(dataset.resolve()) if dataset is not None else None,
         )
     except ValueError as e:
         err_console.print(f"[red]error[/red] {e}")
@@ -363,6 +464,7 @@ def train_cmd(
         for k, v in (
             ("--updates", updates),
             ("--days", days),
+            ("--dataset", dataset),
             ("--seed", seed),
             ("--checkpoint-every", checkpoint_every),
             ("--threads", threads),
@@ -434,7 +536,6 @@ def evaluate_cmd(
     risk agent — with and without costs; write an HTML report with plots and a JSON of every figure."""
     from marlops.evaluation import (
         default_baselines,
-        evaluate_and_report,
         evaluate_walk_forward,
         market_data_from_dataset,
         synthetic_market_data,
@@ -443,6 +544,7 @@ def evaluate_cmd(
     )
     from marlops.evaluation.baselines import HMMRegimeClassifier, hmm_policy
     from marlops.evaluation.goals import check_goals
+    from marlops.evaluation.held_out import check_seeds, evaluate_team_held_out
     from marlops.training.market import load_team
 
     def _seeds(text: str, what: str) -> list[int]:
@@ -460,26 +562,16 @@ def evaluate_cmd(
         )
         raise typer.Exit(2) from None
     held_out, fit = _seeds(seeds, "--seeds"), _seeds(fit_seeds, "--fit-seeds")
-    if set(held_out) & set(fit):
-        err_console.print("[red]error[/red] --seeds: held-out seeds must differ from --fit-seeds")
-        raise typer.Exit(2)
-    train_cfg = model / "summary.json"
-    if train_cfg.exists():
-        used = set(json.loads(train_cfg.read_text()).get("config", {}).get("train_seeds", []))
-        if used & set(held_out):
-            err_console.print(
-                f"[red]error[/red] --seeds: {sorted(used & set(held_out))} were used in training"
-            )
-            raise typer.Exit(2)
-    with console.status("building markets and fitting the HMM baseline"):
-        fit_data = [synthetic_market_data(s, days) for s in fit]
-        baselines = default_baselines(fit_data)
-    policies = {**baselines, "team": team, "team_no_risk": team.without_risk()}
+    try:
+        check_seeds(held_out, fit, model)
+    except ValueError as e:
+        err_console.print(f"[red]error[/red] --{e}")
+        raise typer.Exit(2) from None
     if data is None:
-        with console.status("building the held-out markets"):
-            markets = {f"seed {s}": synthetic_market_data(s, days) for s in held_out}
-        result = evaluate_and_report(markets, policies, out, title=f"marlops evaluation — {model}")
+        result = evaluate_team_held_out(model, out, held_out, fit, days)
     else:
+        baselines = default_baselines([synthetic_market_data(s, days) for s in fit])
+        policies = {**baselines, "team": team, "team_no_risk": team.without_risk()}
         try:
             full = market_data_from_dataset(MarketDataset.load(data))
             splits = walk_forward_splits(len(full), folds)
@@ -726,3 +818,160 @@ def registry_rollback(
 
 if __name__ == "__main__":
     app()
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+
+pipeline_app = typer.Typer(
+    help="Kubeflow pipelines (training, retraining): compile the IR YAML for the Kubeflow UI, run "
+    "embedded with kfp.local, or submit to a Kubeflow Pipelines host.",
+    no_args_is_help=True,
+)
+app.add_typer(pipeline_app, name="pipeline")
+_PIPELINE_NAMES = "training | retraining"
+
+
+def _pipeline_params(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in pairs or []:
+        key, sep, value = p.partition("=")
+        if not sep or not key.strip():
+            err_console.print(f"[red]error[/red] --param: expected KEY=VALUE, got {p!r}")
+            raise typer.Exit(2)
+        out[key.strip()] = value
+    return out
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    names: Annotated[
+        list[str] | None, typer.Argument(help=f"Pipelines ({_PIPELINE_NAMES}); default all.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the YAML (default: the checked-in files in pipelines/).")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option(help="Only check the checked-in YAML is current; exit 1 if not.")
+    ] = False,
+) -> None:
+    """Compile the pipelines to KFP IR YAML — the files to upload in the Kubeflow UI."""
+    from marlops.pipeline import definitions
+
+    try:
+        selected = [definitions.get(n).name for n in names] if names else list(definitions.PIPELINES)
+    except ValueError as e:
+        err_console.print(f"[red]error[/red] {e}")
+        raise typer.Exit(2) from None
+    if check:
+        stale = [n for n in selected if definitions.stale(n)]
+        for n in selected:
+            console.print(f"{n}: {'[red]stale[/red]' if n in stale else '[green]current[/green]'}")
+        if stale:
+            err_console.print("run `marlops pipeline compile` and commit the YAML")
+            raise typer.Exit(1)
+        return
+    for n in selected:
+        target = definitions.compile_pipeline(n, out / definitions.get(n).yaml_name if out else None)
+        console.print(f"[green]compiled[/green] {n} → {target}")
+
+
+@pipeline_app.command("params")
+def pipeline_params(name: Annotated[str, typer.Argument(help=_PIPELINE_NAMES)] = "training") -> None:
+    """List a pipeline's parameters, their types and defaults (what --param sets)."""
+    from marlops.pipeline.submit import parameters
+
+    try:
+        params = parameters(name)
+    except ValueError as e:
+        err_console.print(f"[red]error[/red] {e}")
+        raise typer.Exit(2) from None
+    table = Table(title=f"{name} pipeline parameters")
+    for col in ("name", "type", "default"):
+        table.add_column(col)
+    for k, (kind, default) in params.items():
+        table.add_row(k, kind, repr(default))
+    console.print(table)
+
+
+def _print_pipeline_run(run: object) -> None:
+    table = Table(show_header=False, title="pipeline run")
+    table.add_column(style="bold")
+    table.add_column()
+    for k, v in run.as_dict().items():  # type: ignore[attr-defined]
+        if k != "parameters" and v not in (None, "", {}):
+            table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
+    console.print(table)
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    name: Annotated[str, typer.Argument(help=_PIPELINE_NAMES)] = "training",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE, repeatable (see `pipeline params`).")
+    ] = None,
+    root: Annotated[Path, typer.Option(help="kfp.local pipeline root: task outputs and runs.jsonl.")] = Path(
+        "data/kfp"
+    ),
+) -> None:
+    """Run a pipeline embedded with kfp.local (every task a subprocess of this Python); blocks until done."""
+    from marlops.pipeline.submit import PipelineFailed, run_local
+
+    params = _pipeline_params(param)
+    try:
+        with console.status(f"running the {name} pipeline with kfp.local (task output in {root}/*.log)"):
+            run = run_local(name, params, root)
+    except ValueError as e:
+        err_console.print(f"[red]error[/red] {e}")
+        raise typer.Exit(2) from None
+    except PipelineFailed as e:
+        err_console.print(f"[red]failed[/red] {e}")
+        if e.run.log and Path(e.run.log).exists():
+            err_console.print("".join(Path(e.run.log).read_text().splitlines(keepends=True)[-30:]))
+        raise typer.Exit(1) from None
+    _print_pipeline_run(run)
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    name: Annotated[str, typer.Argument(help=_PIPELINE_NAMES)] = "training",
+    host: Annotated[
+        str, typer.Option(envvar="KFP_HOST", help="Kubeflow Pipelines API, e.g. http://ml-pipeline-ui.kubeflow")
+    ] = "",
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE, repeatable.")] = None,
+    experiment: Annotated[str, typer.Option(help="Kubeflow experiment.")] = "marlops",
+    namespace: Annotated[str | None, typer.Option(help="Kubeflow profile namespace (multi-user).")] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="KF_PIPELINES_TOKEN", help="Bearer token (multi-user Kubeflow).")
+    ] = None,
+) -> None:
+    """Upload the checked-in IR YAML and create a run on a Kubeflow Pipelines host (kfp.Client)."""
+    from marlops.pipeline.submit import submit_cluster
+
+    if not host:
+        err_console.print("[red]error[/red] --host: required (or $KFP_HOST); `pipeline run` runs locally")
+        raise typer.Exit(2)
+    try:
+        run = submit_cluster(name, host, _pipeline_params(param), experiment, namespace, token)
+    except ValueError as e:
+        err_console.print(f"[red]error[/red] {e}")
+        raise typer.Exit(2) from None
+    _print_pipeline_run(run)
+
+
+@pipeline_app.command("list")
+def pipeline_list(
+    root: Annotated[Path, typer.Option(help="kfp.local pipeline root.")] = Path("data/kfp"),
+) -> None:
+    """Local pipeline runs (newest last)."""
+    from marlops.pipeline.submit import list_runs
+
+    table = Table(title=f"pipeline runs in {root}")
+    for col in ("started", "pipeline", "state", "wall s", "team", "promoted", "run id"):
+        table.add_column(col)
+    for r in list_runs(root):
+        o = r.get("outputs") or {}
+        table.add_row(
+            r.get("started", ""), r["pipeline"], r["state"], str(r.get("wall_s", "")),
+            str(o.get("team", "")), str(o.get("promoted", "")), r["run_id"],
+        )  # fmt: skip
+    console.print(table)

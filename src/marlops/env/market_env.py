@@ -28,6 +28,7 @@ from marlops.agents.decision import BatchInputs, RiskLimits, decide_batch
 from marlops.agents.hub import ConsensusConfig
 from marlops.agents.types import PORTFOLIO_FEATURES, STRUCTURE_BIAS_LEVELS
 from marlops.market import indicators as ind
+from marlops.market.dataset import MarketDataset
 from marlops.market.feed import FeatureSet
 from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL, ready_mask
 
@@ -315,4 +316,28 @@ def synthetic_market_data(seed: int, days: float = 30.0) -> MarketData:
         raise ValueError(f"days: {days} days produced no bars")
     data = MarketData.from_features(fs, m.regime_at(fs.base["start"].to_numpy()))
     data.volume = data.volume * SYNTHETIC_VOLUME_UNITS
+    return data
+
+
+def market_data_from_dataset(ds: MarketDataset) -> MarketData:
+    """A loaded dataset as environment data; its labels (if any) mapped onto the base bars.
+
+    Each base bar takes the label of the 5-minute bucket containing its last instant (the regime the
+    decision at its close should know); bars outside the labelled span get -1 (scored as unknown).
+    """
+    fs = ds.features
+    if len(fs.base) == 0:
+        raise ValueError(f"dataset: {ds.path} has no base bars")
+    labels = None
+    if ds.labels is not None and len(ds.labels):
+        starts = ds.labels["start"].to_numpy(np.int64)
+        reg = ds.labels["regime"].to_numpy(np.int64)
+        last = fs.base["end"].to_numpy(np.int64) - 1
+        i = np.searchsorted(starts, last, side="right") - 1
+        bucket = int(np.median(np.diff(starts))) if len(starts) > 1 else 300 * 10**9
+        ok = (i >= 0) & (last < starts[np.maximum(i, 0)] + bucket)
+        labels = np.where(ok, reg[np.maximum(i, 0)], -1)
+    data = MarketData.from_features(fs, labels)
+    if ds.meta.get("source") == "synthetic":  # the synthetic tape's volume is relative (see the constant)
+        data.volume = data.volume * SYNTHETIC_VOLUME_UNITS
     return data

@@ -23,14 +23,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from marlops.agents.types import STRUCTURE_BIAS_LEVELS
-from marlops.env.market_env import (
-    SYNTHETIC_VOLUME_UNITS,
+from marlops.env.market_env import (  # noqa: F401
     EnvConfig,
     MarketData,
     VecMarketEnv,
+    market_data_from_dataset,  # re-exported: the evaluation's data helper
 )
 from marlops.evaluation import metrics as M
-from marlops.market.dataset import MarketDataset
 
 if TYPE_CHECKING:  # the protocol only types the arguments
     from marlops.env.policy import TeamPolicy
@@ -42,30 +41,6 @@ COST_LABEL = {True: "with_costs", False: "without_costs"}
 
 # --------------------------------------------------------------------------------------------------
 # data
-
-
-def market_data_from_dataset(ds: MarketDataset) -> MarketData:
-    """A loaded dataset as environment data; its labels (if any) mapped onto the base bars.
-
-    Each base bar takes the label of the 5-minute bucket containing its last instant (the regime the
-    decision at its close should know); bars outside the labelled span get -1 (scored as unknown).
-    """
-    fs = ds.features
-    if len(fs.base) == 0:
-        raise ValueError(f"dataset: {ds.path} has no base bars")
-    labels = None
-    if ds.labels is not None and len(ds.labels):
-        starts = ds.labels["start"].to_numpy(np.int64)
-        reg = ds.labels["regime"].to_numpy(np.int64)
-        last = fs.base["end"].to_numpy(np.int64) - 1
-        i = np.searchsorted(starts, last, side="right") - 1
-        bucket = int(np.median(np.diff(starts))) if len(starts) > 1 else 300 * 10**9
-        ok = (i >= 0) & (last < starts[np.maximum(i, 0)] + bucket)
-        labels = np.where(ok, reg[np.maximum(i, 0)], -1)
-    data = MarketData.from_features(fs, labels)
-    if ds.meta.get("source") == "synthetic":  # the synthetic tape's volume is relative (see the constant)
-        data.volume = data.volume * SYNTHETIC_VOLUME_UNITS
-    return data
 
 
 def slice_market(data: MarketData, start: int, end: int) -> MarketData:

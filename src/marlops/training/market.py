@@ -38,7 +38,13 @@ from marlops.agents.export import net_version
 from marlops.agents.networks import build_network
 from marlops.agents.runtime import AgentSet
 from marlops.agents.specs import load_specs
-from marlops.env.market_env import EnvConfig, VecMarketEnv, synthetic_market_data
+from marlops.env.market_env import (
+    EnvConfig,
+    VecMarketEnv,
+    market_data_from_dataset,
+    synthetic_market_data,
+)
+from marlops.market.dataset import MarketDataset
 from marlops.training import distributed
 from marlops.training.checkpoint import load_latest, save_checkpoint
 from marlops.training.dqn import DQNConfig
@@ -55,6 +61,9 @@ class TrainConfig:
     train_seeds: tuple[int, ...] = (1001, 1002)  # synthetic markets; worker r trains on seed r mod len
     validation_seed: int = 2001  # held-out market for the regime accuracy printed during training
     days: int = 45
+    # a dataset folder (``MarketDataset``) to train on instead of the synthetic train seeds: the pipeline's
+    # build-features step hands over the data it wrote the Feast sources from
+    dataset: str | None = None
     episode_bars: int = 576
     # regime stage
     regime_epochs: int = 3
@@ -106,6 +115,21 @@ BUDGETS: dict[str, dict[str, Any]] = {
         dqn_epsilon_decay_steps=256,
         dqn_target_update=10,
         checkpoint_every=1,
+    ),
+    # the main job's training step (`marlops run`): minutes on a 2-core CPU, leaving room for the rest
+    "small": dict(
+        days=20,
+        regime_epochs=2,
+        regime_max_samples=1024,
+        updates=6,
+        n_envs=8,
+        rollout_steps=64,
+        n_minibatches=2,
+        dqn_learning_starts=256,
+        dqn_buffer_size=8192,
+        dqn_batch_size=64,
+        dqn_epsilon_decay_steps=2048,
+        dqn_target_update=50,
     ),
     "default": {},
     "gpu": dict(
@@ -198,7 +222,10 @@ def _train(
         _log(metrics_path, {"event": "resumed", "checkpoint": resumed[0], "from_stage": state["stage"]})  # type: ignore[index]
 
     models = _fresh_models(cfg.seed)
-    data = synthetic_market_data(cfg.train_seeds[dist.rank % len(cfg.train_seeds)], cfg.days)
+    if cfg.dataset:
+        data = market_data_from_dataset(MarketDataset.load(cfg.dataset))
+    else:
+        data = synthetic_market_data(cfg.train_seeds[dist.rank % len(cfg.train_seeds)], cfg.days)
 
     # ---- stage 1: regime ------------------------------------------------------------------------
     samples = regime_samples(data)

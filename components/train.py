@@ -1,0 +1,24 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from marlops.pipeline.images import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train(
+    dataset: Input[Dataset],
+    budget: str,
+    updates: int,
+    seed: int,
+    work_dir: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """MAPPO team training on the dataset (resumes from ``work_dir`` when the same run exists)."""
+    from marlops.pipeline import steps
+
+    t = steps.train(dataset.path, model.path, budget, updates, seed, work_dir or None, progress=False)
+    model.metadata.update({"framework": "onnx", "updates": t.updates, "env_steps": t.env_steps})
+    metrics.log_metric("regime_val_balanced_accuracy", t.regime_val_balanced_accuracy)
+    metrics.log_metric("env_steps", t.env_steps)
+    metrics.log_metric("wall_s", t.wall_s)

@@ -1,0 +1,44 @@
+"""The training pipeline: a market → Feast features → MAPPO team → evaluation → MLflow registry →
+promotion → serving manifests. The first team (no champion yet) is promoted by the gate's first rule."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+
+from pipelines.steps import team_steps
+
+
+class Result(NamedTuple):
+    team: str
+    promoted: bool
+    message: str
+
+
+@dsl.pipeline(name="marlops-training", description="Features, MAPPO training, evaluation, registry, deploy.")
+def training_pipeline(
+    days: float = 20.0,
+    seed: int = 0,
+    source: str = "",
+    instrument: str = "SYNTH",
+    feast_dir: str = "data/feast",
+    online: str = "sqlite",
+    budget: str = "small",
+    updates: int = 0,
+    train_seed: int = 0,
+    gpus: int = 0,
+    work_dir: str = "data/pipeline",
+    eval_seeds: str = "101,102",
+    eval_days: float = 10.0,
+    fit_seeds: str = "1,2",
+    tracking_uri: str = "",
+    promote: str = "gate",
+    gate: str = "{}",
+    namespace: str = "marlops",
+    state_dir: str = "data/serving",
+) -> Result:
+    r = team_steps(
+        days, seed, source, instrument, feast_dir, online, budget, updates, train_seed, gpus, work_dir,
+        eval_seeds, eval_days, fit_seeds, tracking_uri, promote, gate, namespace, state_dir,
+        "training",
+    )  # fmt: skip
+    return Result(team=r.outputs["team"], promoted=r.outputs["promoted"], message=r.outputs["message"])

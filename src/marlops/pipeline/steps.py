@@ -1,0 +1,270 @@
+"""What each pipeline step does, as plain functions over folders and values.
+
+The Kubeflow components in ``components/`` are a few lines each: they map their artifacts' paths onto
+these functions and copy the returned figures into metrics. Locally (``kfp.local``), in a cluster, and
+in tests the same functions run.
+
+- :func:`build_features`: a market dataset (synthetic by default, or an imported folder) → Feast sources,
+  ``feast apply`` + materialize; lineage (data hash, feature view fingerprints) travels with the dataset.
+- :func:`train`: ``marlops train`` on that dataset. With a ``work_dir`` the run lives in a folder keyed by
+  the data hash and the configuration, so a rerun (or a retried task) resumes or finds it finished.
+- :func:`evaluate`: held-out synthetic markets, baselines, HTML + JSON report (what the gate compares).
+- :func:`register`: MLflow run with lineage, the four agents registered, challenger → champion through
+  the promotion gate (or forced, or never).
+- :func:`deploy`: :mod:`marlops.pipeline.deploy`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LINEAGE_FILE = "lineage.json"
+PROMOTE_MODES = ("gate", "force", "never")
+_RUN_FILES = ("agents", "critic.pt", "summary.json", "metrics.jsonl")  # what a model artifact carries
+
+
+def data_hash(dataset_dir: str | Path) -> str:
+    """SHA-256 over a dataset folder's files (names and bytes, sorted): the data a model was trained on."""
+    root = Path(dataset_dir)
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file() and q.name != LINEAGE_FILE):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def parse_seeds(text: str, what: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{what}: expected comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise ValueError(f"{what}: no seed given")
+    return seeds
+
+
+# ------------------------------------------------------------------------------------- build features
+
+
+@dataclass
+class FeatureBuild:
+    dataset: Path
+    instrument: str
+    feast_dir: Path
+    online: str
+    data_hash: str
+    feature_views: dict[str, str]
+    base_bars: int
+    start: str
+    end: str
+
+    def lineage(self) -> dict[str, Any]:
+        return {
+            "data_hash": self.data_hash,
+            "feature_views": self.feature_views,
+            "instrument": self.instrument,
+            "data_span": [self.start, self.end],
+        }
+
+
+def build_features(
+    out: str | Path,
+    feast_dir: str | Path,
+    days: float = 20.0,
+    seed: int = 0,
+    source: str = "",
+    instrument: str = "SYNTH",
+    online: str = "sqlite",
+) -> FeatureBuild:
+    """Write the dataset to ``out`` (synthesized from ``seed``/``days``, or copied from ``source``), then
+    Feast: sources, apply, materialize into the online store. Returns what the lineage records."""
+    from marlops.features import build_features as feast_build
+    from marlops.market.dataset import MarketDataset, dataset_from_ticks
+    from marlops.market.feed import FeedConfig
+    from marlops.market.synthetic import generate_market
+
+    out = Path(out)
+    if source:
+        src = Path(source)
+        MarketDataset.load(src)  # a clear error before anything is copied
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(src, out)
+        ds = MarketDataset.load(out)
+    else:
+        if not days > 0:
+            raise ValueError(f"days: must be > 0, got {days!r}")
+        market = generate_market(days=days, seed=seed)
+        meta = {"source": "synthetic", "seed": seed, "days": days}
+        ds = dataset_from_ticks(out, market.ticks, FeedConfig(), meta, market.labels)
+    built = feast_build(ds, instrument=instrument, directory=feast_dir, online=online or None)
+    base = ds.features.base
+    ends = base["end"].to_numpy()
+    result = FeatureBuild(
+        dataset=out,
+        instrument=instrument,
+        feast_dir=built.directory,
+        online=built.online,
+        data_hash=data_hash(out),
+        feature_views=dict(built.fingerprints),
+        base_bars=len(base),
+        start=_iso(ends[0]) if len(ends) else "",
+        end=_iso(ends[-1]) if len(ends) else "",
+    )
+    (out / LINEAGE_FILE).write_text(json.dumps(result.lineage(), indent=2))
+    return result
+
+
+def _iso(ns: Any) -> str:
+    import pandas as pd
+
+    return pd.Timestamp(int(ns), tz="UTC").isoformat()
+
+
+def read_lineage(dataset_dir: str | Path) -> dict[str, Any]:
+    p = Path(dataset_dir) / LINEAGE_FILE
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+# ------------------------------------------------------------------------------------------- train
+
+
+@dataclass
+class Trained:
+    run_dir: Path
+    work_dir: Path
+    resumed_from: int | None
+    regime_val_balanced_accuracy: float
+    updates: int
+    env_steps: int
+    wall_s: float
+    final: dict[str, float] = field(default_factory=dict)
+
+
+def _stable_dataset(dataset_dir: Path, work_root: Path, digest: str) -> Path:
+    """A copy of the dataset under a path that depends only on its content (the run config names it)."""
+    target = work_root / "datasets" / digest[:16]
+    if not (target / "meta.json").exists():
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(dataset_dir, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    return target
+
+
+def train(
+    dataset_dir: str | Path,
+    out: str | Path,
+    budget: str = "small",
+    updates: int = 0,
+    seed: int = 0,
+    work_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Trained:
+    """Train the team on the dataset; the finished run (agents, critic, summary, metrics) lands in ``out``.
+
+    ``work_dir``: where checkpoints live, keyed by data hash and configuration — a rerun resumes there (or
+    finds it finished) instead of starting over; None trains straight into ``out``.
+    """
+    from marlops.training.market import budget_config, train_team
+
+    dataset_dir, out = Path(dataset_dir), Path(out)
+    digest = read_lineage(dataset_dir).get("data_hash") or data_hash(dataset_dir)
+    if work_dir:
+        work_root = Path(work_dir)
+        data = _stable_dataset(dataset_dir, work_root, digest)
+        cfg = budget_config(budget, updates=updates or None, seed=seed, dataset=str(data.resolve()))
+        key = hashlib.sha256(json.dumps(cfg.key(), sort_keys=True).encode()).hexdigest()[:16]
+        run_dir = work_root / "runs" / key
+    else:
+        cfg = budget_config(budget, updates=updates or None, seed=seed, dataset=str(dataset_dir.resolve()))
+        run_dir = out
+    s = train_team(cfg, run_dir, progress=progress)
+    if run_dir != out:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in _RUN_FILES:
+            src, dst = run_dir / name, out / name
+            if src.is_dir():
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+            elif src.exists():
+                shutil.copy2(src, dst)
+    acc = s.regime_val_balanced_accuracy
+    return Trained(out, run_dir, s.resumed_from, acc, s.updates, s.env_steps, s.wall_s, s.final)
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    model_dir: str | Path,
+    out: str | Path,
+    seeds: str = "101,102",
+    days: float = 10.0,
+    fit_seeds: str = "1,2",
+    progress: bool = True,
+) -> dict[str, dict[str, float | None]]:
+    """Held-out evaluation (report.html + report.json in ``out``); returns the with-costs means by policy."""
+    from marlops.evaluation.held_out import evaluate_team_held_out
+
+    result = evaluate_team_held_out(
+        model_dir, out, parse_seeds(seeds, "seeds"), parse_seeds(fit_seeds, "fit_seeds"), days, progress
+    )
+    return {k: dict(v) for k, v in result.aggregate(True).items()}
+
+
+# ---------------------------------------------------------------------------------------- register
+
+
+@dataclass
+class Registered:
+    run_id: str
+    team: str
+    versions: dict[str, str]
+    created: bool
+    promoted: bool
+    champion_team: str | None
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def register(
+    model_dir: str | Path,
+    eval_dir: str | Path,
+    lineage: Mapping[str, Any] | None = None,
+    tracking_uri: str = "",
+    promote: str = "gate",
+    gate: Mapping[str, Any] | str | None = None,
+) -> Registered:
+    """Log the run with its lineage, register the agents, then promote: through the gate (``gate``),
+    unconditionally (``force``) or not at all (``never``). Idempotent: the same team is registered once."""
+    from marlops.registry import GateConfig, register_run, resolve_tracking
+    from marlops.registry import promote as promote_team
+
+    if promote not in PROMOTE_MODES:
+        raise ValueError(f"promote: expected one of {PROMOTE_MODES}, got {promote!r}")
+    if isinstance(gate, str):
+        try:
+            gate = json.loads(gate) if gate.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"gate: not JSON ({e})") from None
+    gate_cfg = GateConfig(**(gate or {}))
+    cfg = resolve_tracking(tracking_uri or None)
+    reg = register_run(model_dir, eval_dir, dict(lineage or {}), cfg)
+    versions = {a: str(r.version) for a, r in reg.agents.items()}
+    if promote == "never":
+        return Registered(reg.run_id, reg.team, versions, reg.created, False, None, "promotion skipped")
+    res = promote_team(gate_cfg, cfg, force=promote == "force")
+    champion = reg.team if res.promoted else res.champion_team
+    return Registered(reg.run_id, reg.team, versions, reg.created, res.promoted, champion, res.message)

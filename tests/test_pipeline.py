@@ -1,0 +1,258 @@
+"""Kubeflow pipelines: the checked-in IR YAML is what the definitions compile to, parameters are checked,
+and the whole training pipeline runs through kfp.local (real Feast, real training, real MLflow) — then
+again (idempotent), then the retraining pipeline behind a gate its challenger cannot pass."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from marlops.cli import app
+from marlops.pipeline import definitions
+from marlops.pipeline.deploy import load_manifests, pin_model_uris
+from marlops.pipeline.images import IMAGE
+from marlops.pipeline.steps import data_hash, parse_seeds
+from marlops.pipeline.submit import _check_params, list_runs, run_local
+
+runner = CliRunner()
+AGENTS = ("regime", "structure", "tactical", "risk")
+
+
+# ------------------------------------------------------------------------------------ compiled YAML
+
+
+@pytest.mark.parametrize("name", sorted(definitions.PIPELINES))
+def test_checked_in_yaml_is_what_the_definitions_compile_to(name: str) -> None:
+    assert definitions.yaml_path(name).exists(), "run `marlops pipeline compile` and commit the YAML"
+    assert not definitions.stale(name), f"pipelines/{name}.yaml is stale: run `marlops pipeline compile`"
+
+
+def test_stale_detects_an_edited_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = definitions.pipelines_root()
+    (tmp_path / "components").symlink_to(root / "components")
+    (tmp_path / "pipelines").mkdir()
+    for p in (root / "pipelines").iterdir():
+        if p.suffix == ".py":
+            (tmp_path / "pipelines" / p.name).symlink_to(p)
+    doc = yaml.safe_load(definitions.yaml_path("training").read_text())
+    doc["root"]["inputDefinitions"]["parameters"]["budget"]["defaultValue"] = "gpu"
+    (tmp_path / "pipelines" / "training.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv(definitions.ROOT_ENV, str(tmp_path))
+    assert definitions.stale("training")
+    assert definitions.stale("retraining")  # absent: stale too
+
+
+def test_compiled_pipeline_has_every_step_on_the_pinned_image() -> None:
+    doc = yaml.safe_load(definitions.yaml_path("training").read_text())
+    tasks = doc["root"]["dag"]["tasks"]
+    assert set(tasks) == {"build-features", "train", "evaluate", "register", "deploy"}
+    assert tasks["evaluate"]["dependentTasks"] == ["train"]
+    assert set(tasks["register"]["dependentTasks"]) == {"build-features", "evaluate", "train"}
+    executors = doc["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in executors.values()}
+    assert images == {IMAGE} and not IMAGE.endswith(":latest")
+    train = executors["exec-train"]["container"]
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert "pipelinechannel--gpus" in train["resources"]["accelerator"]["resourceCount"]
+    for e in executors.values():  # the image has kfp and marlops: no pip install at task start
+        assert "pip install" not in " ".join(e["container"]["command"])
+    # the task bodies only call into the package
+    assert "from marlops.pipeline import steps" in " ".join(executors["exec-train"]["container"]["command"])
+    outputs = doc["root"]["outputDefinitions"]["parameters"]
+    assert set(outputs) == {"team", "promoted", "message"}
+
+
+def test_cli_compile_check_and_params() -> None:
+    r = runner.invoke(app, ["pipeline", "compile", "--check"])
+    assert r.exit_code == 0, r.output
+    assert "training: current" in r.output and "retraining: current" in r.output
+    r = runner.invoke(app, ["pipeline", "params", "retraining"])
+    assert r.exit_code == 0 and "alert_id" in r.output and "budget" in r.output
+    r = runner.invoke(app, ["pipeline", "compile", "nosuch"])
+    assert r.exit_code == 2 and "unknown 'nosuch'" in r.output
+
+
+def test_cli_compile_to_folder(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["pipeline", "compile", "retraining", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    doc = yaml.safe_load((tmp_path / "retraining.yaml").read_text())
+    assert doc["pipelineInfo"]["name"] == "marlops-retraining"
+
+
+# ----------------------------------------------------------------------------------------- params
+
+
+def test_parameters_are_coerced_to_declared_types() -> None:
+    p = _check_params("training", {"days": 10, "seed": "3", "budget": "ci", "eval_days": "8.5"})
+    assert p == {"days": 10.0, "seed": 3, "budget": "ci", "eval_days": 8.5}
+    assert isinstance(p["days"], float) and isinstance(p["seed"], int)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"nosuch": 1}, "['nosuch'] not accepted by the training pipeline"),
+        ({"seed": "three"}, "seed: expected integer"),
+        ({"seed": 2.5}, "seed: expected integer"),
+        ({"days": "inf"}, "days: expected float"),
+        ({"days": float("nan")}, "days: expected float"),
+    ],
+)
+def test_bad_parameters_are_refused_by_name(params: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        _check_params("training", params)
+
+
+def test_cli_run_refuses_bad_params_before_running(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["pipeline", "run", "training", "-p", "seed=x", "--root", str(tmp_path)])
+    assert r.exit_code == 2 and "seed: expected integer" in r.output
+    r = runner.invoke(app, ["pipeline", "run", "training", "-p", "noequals", "--root", str(tmp_path)])
+    assert r.exit_code == 2 and "expected KEY=VALUE" in r.output
+    r = runner.invoke(app, ["pipeline", "submit", "training"], env={"KFP_HOST": ""})
+    assert r.exit_code == 2 and "--host" in r.output
+    assert list_runs(tmp_path) == []
+
+
+def test_parse_seeds() -> None:
+    assert parse_seeds("101, 102", "seeds") == [101, 102]
+    with pytest.raises(ValueError, match="seeds: expected comma-separated integers"):
+        parse_seeds("1,x", "seeds")
+    with pytest.raises(ValueError, match="fit_seeds: no seed"):
+        parse_seeds(" ", "fit_seeds")
+
+
+# ------------------------------------------------------------------------------------ lineage, deploy
+
+
+def test_data_hash_follows_content_not_location(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    (a / "sub").mkdir(parents=True)
+    (a / "x.parquet").write_bytes(b"123")
+    (a / "sub" / "y").write_bytes(b"4")
+    b = tmp_path / "b"
+    (b / "sub").mkdir(parents=True)
+    (b / "x.parquet").write_bytes(b"123")
+    (b / "sub" / "y").write_bytes(b"4")
+    assert data_hash(a) == data_hash(b)
+    (b / "lineage.json").write_text("{}")  # the lineage file itself is not data
+    assert data_hash(a) == data_hash(b)
+    (b / "sub" / "y").write_bytes(b"5")
+    assert data_hash(a) != data_hash(b)
+    (b / "sub" / "y").rename(b / "sub" / "z")
+    (b / "sub" / "z").write_bytes(b"4")
+    assert data_hash(a) != data_hash(b)  # names count
+
+
+def test_pin_model_uris_sets_every_agent_and_leaves_the_rest() -> None:
+    objects = load_manifests()
+    uris = {a: f"models:/marlops-{a}/{i + 3}" for i, a in enumerate(AGENTS)}
+    pinned, found = pin_model_uris(objects, uris)
+    assert found == set(AGENTS)
+    text = yaml.safe_dump_all(pinned)
+    for uri in uris.values():
+        assert text.count(uri) == 1
+    assert yaml.safe_dump_all(objects) != text and "@champion" not in text.split("models:/")[0]
+    untouched = [o for o, p in zip(objects, pinned, strict=True) if o == p]
+    assert len(untouched) == len(objects) - 4  # only the four agent predictors change
+
+
+def test_pin_model_uris_appends_a_missing_flag() -> None:
+    obj = {
+        "kind": "InferenceService",
+        "spec": {"predictor": {"containers": [{"name": "c", "args": ["serve", "agent", "risk"]}]}},
+    }
+    pinned, found = pin_model_uris([obj], {"risk": "models:/marlops-risk/9"})
+    assert found == {"risk"}
+    args = pinned[0]["spec"]["predictor"]["containers"][0]["args"]
+    assert args[-2:] == ["--model-uri", "models:/marlops-risk/9"]
+    assert obj["spec"]["predictor"]["containers"][0]["args"] == ["serve", "agent", "risk"]  # a copy
+
+
+# ------------------------------------------------------------------------------- the pipelines, run
+
+
+TINY = dict(days=10, seed=3, budget="ci", eval_seeds="101", eval_days=8, fit_seeds="1")
+
+
+@pytest.fixture
+def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Embedded stores in a temporary folder (the tasks are subprocesses: they inherit the environment)."""
+    monkeypatch.setenv("MARLOPS_MLFLOW_DIR", str(tmp_path / "mlflow"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MARLOPS_CACHE", os.environ.get("MARLOPS_CACHE", str(tmp_path / "cache")))
+    return tmp_path
+
+
+def _params(root: Path, **kw: object) -> dict:
+    return {
+        **TINY,
+        "feast_dir": str(root / "feast"),
+        "work_dir": str(root / "work"),
+        "state_dir": str(root / "serving"),
+        **kw,
+    }
+
+
+def test_training_then_rerun_then_gated_retraining(platform: Path) -> None:
+    from mlflow import MlflowClient
+
+    from marlops.registry import list_models, resolve_tracking
+
+    root = platform
+    first = run_local("training", _params(root), root / "kfp")
+    assert first.state == "SUCCEEDED" and first.outputs["promoted"] is True
+    team = first.outputs["team"]
+    assert team.startswith("team-")
+    run_dir = Path(first.folder)
+
+    # every step left its artifacts: the dataset with lineage, the model, the report, the manifests
+    lineage = json.loads((run_dir / "build-features" / "dataset" / "lineage.json").read_text())
+    assert len(lineage["data_hash"]) == 64 and lineage["instrument"] == "SYNTH"
+    assert {"regime_features", "tactical_features"} <= set(lineage["feature_views"])
+    assert (run_dir / "train" / "model" / "agents" / "agents.json").exists()
+    assert (run_dir / "evaluate" / "report").read_text().lstrip().lower().startswith("<!doctype html")
+    assert (Path(root / "feast") / "feature_store.yaml").exists()
+    champion = json.loads((root / "serving" / "champion.json").read_text())
+    assert champion["team"] == team and set(champion["model_uris"]) == set(AGENTS)
+    manifests = list(yaml.safe_load_all((run_dir / "deploy" / "manifests").read_text()))
+    text = yaml.safe_dump_all(manifests)
+    for agent, uri in champion["model_uris"].items():
+        assert uri == f"models:/marlops-{agent}/1" and uri in text
+
+    # the registry holds the team as champion, its run carries the lineage
+    cfg = resolve_tracking()
+    listing = list_models(cfg)
+    assert listing.champion_team == team and listing.challenger_team is None
+    run_id = next(r.run_id for r in listing.rows if r.agent == "regime")
+    tags = MlflowClient(cfg.tracking_uri).get_run(run_id).data.tags
+    assert tags["marlops.lineage.data_hash"] == lineage["data_hash"]
+    assert tags["marlops.lineage.trigger"] == "training"
+    assert json.loads(tags["marlops.lineage.feature_views"]) == lineage["feature_views"]
+    assert "mlflow.source.git.commit" in tags
+
+    # a rerun is safe: same team, nothing registered twice, nothing promoted, same manifests
+    again = run_local("training", _params(root), root / "kfp")
+    assert again.outputs == {**again.outputs, "team": team, "promoted": False}
+    assert "already the champion" in again.outputs["message"] or "no challenger" in again.outputs["message"]
+    assert len(list_models(cfg).rows) == 4
+    assert json.loads((root / "serving" / "champion.json").read_text()) == champion
+
+    # retraining on another market behind a gate no challenger can pass: registered, not promoted
+    retrain = run_local(
+        "retraining",
+        _params(root, seed=4, train_seed=5, alert_id="drift-123", gate=json.dumps({"min_sharpe_gain": 1e9})),
+        root / "kfp",
+    )
+    assert retrain.outputs["promoted"] is False and retrain.outputs["team"] != team
+    assert "not promoted" in retrain.outputs["message"]
+    listing = list_models(cfg)
+    assert listing.champion_team == team and listing.challenger_team == retrain.outputs["team"]
+    assert json.loads((root / "serving" / "champion.json").read_text()) == champion
+    runs = list_runs(root / "kfp")
+    assert [r["pipeline"] for r in runs] == ["training", "training", "retraining"]
+    assert all(r["state"] == "SUCCEEDED" for r in runs)
