@@ -256,3 +256,82 @@ def test_training_then_rerun_then_gated_retraining(platform: Path) -> None:
     runs = list_runs(root / "kfp")
     assert [r["pipeline"] for r in runs] == ["training", "training", "retraining"]
     assert all(r["state"] == "SUCCEEDED" for r in runs)
+
+
+# ------------------------------------------------------------------------------- cluster submission
+
+
+class _KfpApi:
+    """A stand-in for the Kubeflow Pipelines REST API (no KFP server can run here): records the requests
+    kfp.Client makes and answers the few it needs, so the test sees exactly what a cluster would get."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        requests: list[tuple[str, str, dict]] = []
+        self.requests = requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self, obj: dict) -> None:
+                data = json.dumps(obj).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                requests.append(("GET", self.path, {}))
+                self._reply({})
+
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(n) or b"{}")
+                requests.append(("POST", self.path, body))
+                if self.path.endswith("/experiments"):
+                    self._reply({"experiment_id": "exp-1", "display_name": body.get("display_name")})
+                else:
+                    self._reply({"run_id": "run-42", "experiment_id": "exp-1"})
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def runs(self) -> list[dict]:
+        return [b for m, p, b in self.requests if m == "POST" and p.endswith("/runs")]
+
+
+@pytest.fixture
+def kfp_api():
+    api = _KfpApi()
+    yield api
+    api.server.shutdown()
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_submit_sends_the_checked_in_spec_and_typed_parameters(kfp_api: _KfpApi) -> None:
+    from marlops.pipeline.submit import submit_cluster
+
+    run = submit_cluster("retraining", kfp_api.url, {"alert_id": "drift-9", "gpus": "2", "eval_days": 12})
+    assert run.mode == "cluster" and run.run_id == "run-42" and run.state == "SUBMITTED"
+    assert run.url == f"{kfp_api.url}/#/runs/details/run-42"
+    (body,) = kfp_api.runs()
+    assert body["experiment_id"] == "exp-1" and body["display_name"].startswith("marlops-retraining-")
+    assert body["pipeline_spec"] == yaml.safe_load(definitions.yaml_path("retraining").read_text())
+    assert body["runtime_config"]["parameters"] == {"alert_id": "drift-9", "gpus": 2, "eval_days": 12.0}
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_cli_submit(kfp_api: _KfpApi) -> None:
+    r = runner.invoke(app, ["pipeline", "submit", "training", "--host", kfp_api.url, "-p", "budget=gpu"])
+    assert r.exit_code == 0, r.output
+    assert "run-42" in r.output
+    (body,) = kfp_api.runs()
+    assert body["runtime_config"]["parameters"] == {"budget": "gpu"}
+    r = runner.invoke(app, ["pipeline", "submit", "training", "--host", kfp_api.url, "-p", "gpus=two"])
+    assert r.exit_code == 2 and "gpus: expected integer" in r.output
+    assert len(kfp_api.runs()) == 1  # nothing sent for the refused one
