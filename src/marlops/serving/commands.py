@@ -1,0 +1,237 @@
+"""``marlops serve …``: the serving entry points (what the containers run, and the local launcher).
+
+Light to import (the CLI imports it at start-up): KServe, ONNX Runtime and the agents are imported by
+the commands themselves.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+serve_app = typer.Typer(
+    help="Serve the agents and the decision transformer with KServe (V1, V2 REST, gRPC). Without a "
+    "subcommand: start all five servers on localhost, wait for readiness, print the URLs, stop on Ctrl-C.",
+    invoke_without_command=True,
+)
+
+HttpPort = Annotated[
+    int,
+    typer.Option("--http-port", "--http_port", min=1, max=65535, help="REST port (V1, V2, health, metrics)."),
+]
+GrpcPort = Annotated[int, typer.Option("--grpc-port", min=0, max=65535, help="gRPC port (V2); 0: no gRPC.")]
+MaxBody = Annotated[
+    int,
+    typer.Option(
+        "--max-body-bytes", min=1024, help="Larger requests are refused (400 / RESOURCE_EXHAUSTED)."
+    ),
+]
+FeastRepo = Annotated[
+    Path | None,
+    typer.Option(
+        "--feast-repo",
+        help="Feast repo folder: requests naming only an instrument get its latest "
+        "matrices from the online store.",
+    ),
+]
+RequestLogDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--request-log",
+        help="Append every decision to DIR/requests-YYYYMMDD.jsonl (default: "
+        "$MARLOPS_REQUEST_LOG; unset: no log).",
+    ),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise _fail(f"{what}: expected NAME=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+@serve_app.callback()
+def serve_local(
+    ctx: typer.Context,
+    model_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--model-uri",
+            help="A training run or team folder, or a URI with {agent} "
+            "(models:/marlops-{agent}@champion). Default: the untrained agents of models/*.yaml.",
+        ),
+    ] = None,
+    feast_repo: FeastRepo = None,
+    request_log: RequestLogDir = None,
+    collocate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--collocate",
+            help="Run this agent inside the decision server instead of calling its "
+            "server (repeatable; saves a network hop).",
+        ),
+    ] = None,
+    agent_protocol: Annotated[
+        str,
+        typer.Option("--agent-protocol", help="How the decision server calls the agents: grpc | v2 | v1."),
+    ] = "grpc",
+    log_dir: Annotated[
+        Path | None, typer.Option("--log-dir", help="Server logs (default: a temp folder).")
+    ] = None,
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    from marlops.serving.launch import LaunchError, start_local
+
+    typer.echo("starting the agent servers and the decision server …")
+    try:
+        srv = start_local(model_uri, feast_repo, request_log, collocate or (), None, agent_protocol, log_dir)
+    except (LaunchError, OSError, ValueError) as e:
+        raise _fail(str(e)) from None
+    with srv:
+        typer.echo("ready:")
+        for a, s in srv.agents.items():
+            typer.echo(f"  {a:<9} {s.url}/v1/models/{a}:predict   {s.url}/v2/models/{a}/infer   {s.grpc_url}")
+        typer.echo(f"  decision  {srv.decision_url}/v1/models/decision:predict   {srv.decision_grpc}")
+        typer.echo(f"  logs      {srv.log_dir}")
+        typer.echo("Ctrl-C stops them.")
+        stop = []
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+        try:
+            while not stop:
+                dead = [s.name for s in srv.servers() if s.process.poll() is not None]
+                if dead:
+                    raise _fail(f"server(s) exited: {', '.join(dead)}; logs in {srv.log_dir}", 1)
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    typer.echo("stopped")
+
+
+@serve_app.command("agent")
+def serve_agent(
+    name: Annotated[str, typer.Argument(help="regime | structure | tactical | risk")],
+    model_uri: Annotated[
+        str,
+        typer.Option(
+            "--model-uri",
+            help="models:/marlops-NAME@champion, models:/marlops-NAME/3, or a folder "
+            "(agent, team or training run).",
+        ),
+    ],
+    http_port: HttpPort = 8080,
+    grpc_port: GrpcPort = 8081,
+    max_body_bytes: MaxBody = 4 * 1024 * 1024,
+    alias: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--alias",
+            help="Also serve the model under this name (the InferenceGraph calls an "
+            "agent by its InferenceService name).",
+        ),
+    ] = None,
+) -> None:
+    """One KServe ModelServer hosting one agent; ready once its model is loaded."""
+    from marlops.serving.server import isolate_argv
+
+    isolate_argv()
+    from marlops.registry.folders import AGENTS, RegistryError
+    from marlops.serving.agent_model import AgentPredictor
+    from marlops.serving.model_source import ModelSourceError
+    from marlops.serving.server import serve
+
+    if name not in AGENTS:
+        raise _fail(f"NAME: {name!r}; expected one of {', '.join(AGENTS)}")
+    model = AgentPredictor(name, model_uri)
+    try:
+        model.load()
+    except (ModelSourceError, RegistryError, OSError, ValueError) as e:
+        raise _fail(f"--model-uri: {e}") from None
+    typer.echo(f"{name} {model.version} from {model_uri}: http {http_port}, grpc {grpc_port}")
+    serve([model], http_port, grpc_port, max_body_bytes, {name: alias or []})
+
+
+@serve_app.command("decision")
+def serve_decision(
+    agent: Annotated[
+        list[str],
+        typer.Option(
+            "--agent",
+            help="NAME=WHERE for each agent: grpc://HOST:PORT, http://HOST:PORT (V2), "
+            "http://HOST:PORT/v1, or a model URI to run it in-process.",
+        ),
+    ],
+    http_port: HttpPort = 8080,
+    grpc_port: GrpcPort = 8081,
+    feast_repo: FeastRepo = None,
+    request_log: RequestLogDir = None,
+    agent_timeout_ms: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agent-timeout-ms",
+            help="NAME=MS: deadline of that agent's calls (default regime and "
+            "structure 100, tactical and risk 50); a late agent fails the decision closed.",
+        ),
+    ] = None,
+    max_body_bytes: MaxBody = 1024 * 1024,
+    alias: Annotated[
+        list[str] | None, typer.Option("--alias", help="Also serve the model under this name.")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option("--model_name", hidden=True, help="Added by KServe: the InferenceService.")
+    ] = None,
+    predictor_host: Annotated[
+        str | None,
+        typer.Option("--predictor_host", hidden=True, help="Added by KServe (NAME=predictor)."),
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", hidden=True, help="Added by KServe.")] = None,
+) -> None:
+    """The aggregation transformer: a KServe ModelServer named `decision`.
+
+    As an InferenceService transformer, KServe appends --model_name, --predictor_host and --http_port:
+    the model also answers under --model_name, and `--agent NAME=predictor` means that predictor host."""
+    from marlops.serving.server import isolate_argv
+
+    isolate_argv()
+    from marlops.registry.folders import RegistryError
+    from marlops.serving.decision_model import DecisionModel
+    from marlops.serving.decision_service import AGENT_NAMES
+    from marlops.serving.model_source import ModelSourceError
+    from marlops.serving.server import serve
+
+    agents = _pairs(agent, "--agent")
+    unknown = sorted(set(agents) - set(AGENT_NAMES))
+    if unknown:
+        raise _fail(f"--agent: unknown agent {unknown[0]!r}; expected {', '.join(AGENT_NAMES)}")
+    for name, where in agents.items():
+        if where == "predictor":
+            if not predictor_host:
+                raise _fail(f"--agent {name}=predictor needs --predictor_host (KServe adds it)")
+            agents[name] = f"http://{predictor_host}"  # the predictor Service: KServe's HTTP port, V2
+    try:
+        timeouts = {k: float(v) for k, v in _pairs(agent_timeout_ms, "--agent-timeout-ms").items()}
+    except ValueError:
+        raise _fail("--agent-timeout-ms: expected NAME=MILLISECONDS") from None
+    if any(not 0 < v < 60_000 for v in timeouts.values()):
+        raise _fail("--agent-timeout-ms: between 0 and 60000 ms")
+    try:
+        model = DecisionModel(agents, timeouts, feast_repo, request_log)
+        model.load()
+    except (ModelSourceError, RegistryError, OSError, ValueError) as e:
+        raise _fail(str(e)) from None
+    typer.echo(f"decision: http {http_port}, grpc {grpc_port}; agents {agents}")
+    names = [*(alias or []), *([model_name] if model_name and model_name != model.name else [])]
+    serve([model], http_port, grpc_port, max_body_bytes, {model.name: names})

@@ -1,0 +1,193 @@
+"""Running a KServe ModelServer for an agent or the decision model, hardened against bad requests.
+
+KServe's ModelServer gives V1 + V2 REST, gRPC, ``/v2/health/*`` and ``/metrics``. On top of it:
+
+- a body-size limit (``--max-body-bytes``; REST answers 400 naming ``body``, gRPC RESOURCE_EXHAUSTED);
+- request decoding errors (malformed V2 binary headers, broken JSON, wrong content types) are 400s naming
+  what was wrong, not KServe's 500s: anything that fails while *parsing* a request is the client's fault;
+- FastAPI's 422 for a V2 body that does not fit the V2 schema becomes a 400 naming the field;
+- routes that KServe answers with 5xx by design are closed with a 404 saying why: model versions
+  (``/v2/models/NAME/versions/…``, not implemented by KServe's data plane), ``:explain`` (no explainer) and
+  the model repository extension (``/v2/repository/…``: loading or unloading a model over HTTP would let
+  anyone take a server's model away);
+- per-request latency logging and the access log are off (they cost more than a decision's network hop).
+
+KServe parses ``sys.argv`` when ``kserve.model_server`` is first imported; :func:`isolate_argv` hides
+marlops's own options from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+_CLOSED_ROUTES = (
+    (
+        re.compile(r"^/v2/models/[^/]+/versions/"),
+        "model versions are not addressable; every answer names the agent version it came from",
+    ),
+    (re.compile(r"^/v1/models/[^/]+:explain$"), "no explainer is served"),
+    (re.compile(r"^/v2/repository/"), "the model repository extension is disabled on marlops servers"),
+)
+
+
+def isolate_argv() -> None:
+    """Leave KServe's import-time argument parser nothing of ours to misread (it accepts prefixes)."""
+    if "kserve.model_server" not in sys.modules:
+        sys.argv = sys.argv[:1]
+
+
+async def _send_json(send: Any, status: int, content: dict) -> None:
+    body = orjson.dumps(content)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardMiddleware:
+    """Pure ASGI: closed routes → 404, oversized bodies → 400 (before anything reads them)."""
+
+    def __init__(self, app: Any, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        for pattern, why in _CLOSED_ROUTES:
+            if pattern.search(path):
+                await _send_json(send, 404, {"error": f"{path}: {why}"})
+                return
+        limit = self.max_body_bytes
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                n = int(declared)
+            except ValueError:
+                await _send_json(send, 400, {"error": "content-length: not a number"})
+                return
+            if n > limit:
+                await _send_json(send, 400, {"error": f"body: {n} bytes, over the limit of {limit} bytes"})
+                return
+            await self.app(scope, receive, send)
+            return
+        # no declared length (chunked): read it here, bounded, and hand it on
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _send_json(send, 400, {"error": f"body: over the limit of {limit} bytes"})
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _validation_400(request: Any, exc: Any) -> Any:
+    from fastapi.responses import JSONResponse
+
+    parts = []
+    for e in exc.errors()[:3]:
+        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        parts.append(f"{'.'.join(loc) or 'body'}: {e.get('msg', 'invalid')}")
+    return JSONResponse(status_code=400, content={"error": "; ".join(parts) or "invalid request"})
+
+
+def _safe_dataplane(registry: Any) -> Any:
+    from kserve.errors import InvalidInput
+    from kserve.protocol.dataplane import DataPlane
+
+    class SafeDataPlane(DataPlane):
+        def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().decode(body, headers, *args, **kwargs)
+            except InvalidInput as e:
+                raise InvalidInput(f"body: {e.reason}") from None
+            except Exception as e:  # a request KServe cannot parse is a bad request, not a server error
+                raise InvalidInput(f"body: cannot be decoded ({type(e).__name__}: {e})") from None
+
+    return SafeDataPlane(model_registry=registry)
+
+
+class _OneLineBadRequests(logging.Filter):
+    """KServe logs every 400 with a traceback at ERROR; a bad request is the client's, one line will do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from kserve.errors import InvalidInput
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, InvalidInput):
+            record.msg, record.args, record.exc_info, record.exc_text = f"bad request: {exc}", (), None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_logs() -> None:
+    for name, level in (("uvicorn.access", logging.WARNING), ("kserve.trace", logging.WARNING)):
+        logging.getLogger(name).setLevel(level)
+    kserve_logger = logging.getLogger("kserve")
+    if not any(isinstance(f, _OneLineBadRequests) for f in kserve_logger.filters):
+        kserve_logger.addFilter(_OneLineBadRequests())
+
+
+def serve(
+    models: Sequence[Any],
+    http_port: int = 8080,
+    grpc_port: int = 8081,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    aliases: dict[str, Sequence[str]] | None = None,
+) -> None:
+    """Start a ModelServer with ``models`` (already loaded: the server listens once they are ready).
+
+    ``aliases`` registers a model under more names (the InferenceGraph calls an agent by its
+    InferenceService name)."""
+    isolate_argv()
+    from fastapi.exceptions import RequestValidationError
+    from kserve import ModelServer
+    from kserve import model_server as ms
+
+    ms.args.grpc_max_receive_message_length = max_body_bytes
+    server = ModelServer(
+        http_port=http_port,
+        grpc_port=grpc_port,
+        workers=1,
+        enable_grpc=grpc_port > 0,
+        enable_latency_logging=False,
+        grace_period=2,
+    )
+    server.dataplane = _safe_dataplane(server.registered_models)
+    ms.app.add_exception_handler(RequestValidationError, _validation_400)
+    ms.app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
+    quiet_logs()
+    for m in models:
+        for alias in (aliases or {}).get(m.name, ()):
+            server.register_model(m, name=alias)
+    server.start(list(models))
