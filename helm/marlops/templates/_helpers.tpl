@@ -1,0 +1,330 @@
+{{/* Names */}}
+{{- define "marlops.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's name prefix; kept short: InferenceService names become hostnames with suffixes. */}}
+{{- define "marlops.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 30 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 30 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 30 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "marlops.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "decision") */}}
+{{- define "marlops.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "marlops.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "marlops.labels" -}}
+{{ include "marlops.selectorLabels" . }}
+app.kubernetes.io/part-of: marlops
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+helm.sh/chart: {{ include "marlops.chart" .ctx }}
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels every pod of the release carries (what the NetworkPolicies select on). */}}
+{{- define "marlops.podLabels" -}}
+{{ include "marlops.selectorLabels" . }}
+app.kubernetes.io/part-of: marlops
+{{- end }}
+
+{{/* Instance-wide selector (the default-deny policy). */}}
+{{- define "marlops.instanceSelector" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: marlops
+{{- end }}
+
+{{- define "marlops.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ $tag }}
+{{- end -}}
+{{- end }}
+
+{{/* A component's ServiceAccount name: (dict "ctx" $ "sa" .Values.drift.serviceAccount "suffix" "drift") */}}
+{{- define "marlops.serviceAccountName" -}}
+{{- default (printf "%s-%s" (include "marlops.fullname" .ctx) .suffix) .sa.name }}
+{{- end }}
+
+{{- define "marlops.claimName" -}}
+{{- default (printf "%s-data" (include "marlops.fullname" .)) .Values.persistence.existingClaim }}
+{{- end }}
+
+{{/* Pod-level fields shared by every pod. */}}
+{{- define "marlops.podSecurity" -}}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "marlops.containerSecurity" -}}
+securityContext:
+  {{- toYaml .Values.containerSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/* Environment of every marlops container: MLflow, object storage, writable paths. */}}
+{{- define "marlops.env" -}}
+- name: MLFLOW_TRACKING_URI
+  value: {{ .Values.mlflow.trackingUri | quote }}
+{{- with .Values.objectStorage.endpointUrl }}
+- name: MLFLOW_S3_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+# The root filesystem is read-only: home, caches and the agents' ONNX cache live on /tmp.
+- name: HOME
+  value: /tmp
+- name: MARLOPS_CACHE
+  value: /tmp/marlops-cache
+- name: MPLCONFIGDIR
+  value: /tmp/matplotlib
+{{- end }}
+
+{{- define "marlops.envFrom" -}}
+- configMapRef:
+    name: {{ include "marlops.fullname" . }}-feast
+{{- with .Values.mlflow.existingSecret }}
+- secretRef:
+    name: {{ . }}
+    optional: true
+{{- end }}
+{{- with .Values.objectStorage.existingSecret }}
+- secretRef:
+    name: {{ . }}
+    optional: true
+{{- end }}
+{{- end }}
+
+{{/* The Feast online store URL from a Secret, when one is named. */}}
+{{- define "marlops.feastSecretEnv" -}}
+{{- if .Values.feast.onlineStoreSecret.name }}
+- name: MARLOPS_FEAST_ONLINE
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.feast.onlineStoreSecret.name }}
+      key: {{ .Values.feast.onlineStoreSecret.key }}
+{{- end }}
+{{- end }}
+
+{{- define "marlops.webhookSecretEnv" -}}
+- name: MARLOPS_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.webhook.existingSecret }}
+      key: {{ .Values.webhook.secretKey }}
+{{- end }}
+
+{{/* Volumes: the /tmp emptyDir, the shared data volume, plus extras. */}}
+{{- define "marlops.volumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+- name: data
+{{- if .Values.persistence.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ include "marlops.claimName" . }}
+{{- else }}
+  emptyDir: {}
+{{- end }}
+{{- end }}
+
+{{/* Mounts: (dict "ctx" $ "data" (list (dict "subPath" "feast" "mountPath" "/var/lib/marlops/feast" "readOnly" false))) */}}
+{{- define "marlops.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- range .data }}
+- name: data
+  mountPath: {{ .mountPath }}
+  subPath: {{ .subPath }}
+  {{- if .readOnly }}
+  readOnly: true
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "marlops.serviceHost" -}}
+{{ .name }}.{{ .ctx.Release.Namespace }}.svc.cluster.local
+{{- end }}
+
+{{/* The URL of a predictor: KServe names the predictor Service <isvc>-predictor (port 80). */}}
+{{- define "marlops.predictorUrl" -}}
+http://{{ include "marlops.fullname" .ctx }}-{{ .isvc }}-predictor.{{ .ctx.Release.Namespace }}.svc.cluster.local
+{{- end }}
+
+{{- define "marlops.retrainTriggerUrl" -}}
+http://{{ include "marlops.fullname" . }}-retrain-trigger.{{ .Release.Namespace }}.svc.cluster.local:8080{{ .Values.retrainTrigger.path }}
+{{- end }}
+
+{{/* HTTP probes of a KServe ModelServer (its V2 health endpoints on the HTTP port). */}}
+{{- define "marlops.kserveProbes" -}}
+readinessProbe:  # 200 only once the model is loaded (the server listens after loading it)
+  httpGet: {path: /v2/health/ready, port: 8080}
+  initialDelaySeconds: 5
+  periodSeconds: 5
+  timeoutSeconds: 2
+  failureThreshold: 3
+livenessProbe:
+  httpGet: {path: /v2/health/live, port: 8080}
+  initialDelaySeconds: 60
+  periodSeconds: 20
+  timeoutSeconds: 5
+  failureThreshold: 3
+{{- end }}
+
+{{/* NetworkPolicy helpers: a peer selecting one component, an egress rule from {to, ports}. */}}
+{{- define "marlops.peerOf" -}}
+podSelector:
+  matchLabels:
+    {{- include "marlops.selectorLabels" . | nindent 4 }}
+{{- end }}
+{{- define "marlops.egressRule" -}}
+- to:
+    {{- toYaml .to | nindent 4 }}
+  ports:
+    {{- toYaml .ports | nindent 4 }}
+{{- end }}
+
+{{/* The pod of a training node: (dict "ctx" $ "container" NAME "args" LIST "resources" MAP) */}}
+{{- define "marlops.trainingPod" -}}
+{{- $t := .ctx.Values.training -}}
+serviceAccountName: {{ include "marlops.serviceAccountName" (dict "ctx" .ctx "sa" $t.serviceAccount "suffix" "training") }}
+automountServiceAccountToken: false
+{{ include "marlops.podSecurity" .ctx }}
+{{- with $t.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $t.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+containers:
+  - name: {{ .container }}
+    image: {{ include "marlops.image" .ctx }}
+    imagePullPolicy: {{ .ctx.Values.image.pullPolicy }}
+    args:
+      {{- toYaml .args | nindent 6 }}
+    env:
+      {{- include "marlops.env" .ctx | nindent 6 }}
+      {{- with include "marlops.feastSecretEnv" .ctx | trim }}{{ . | nindent 6 }}{{ end }}
+      - name: PYTHONUNBUFFERED
+        value: "1"
+    envFrom:
+      {{- include "marlops.envFrom" .ctx | nindent 6 }}
+    resources:
+      {{- toYaml .resources | nindent 6 }}
+    {{- include "marlops.containerSecurity" .ctx | nindent 4 }}
+    volumeMounts:
+      {{- include "marlops.volumeMounts" (dict "ctx" .ctx "data" (list
+            (dict "subPath" "runs" "mountPath" "/var/lib/marlops/runs" "readOnly" false)
+            (dict "subPath" "feast" "mountPath" "/var/lib/marlops/feast" "readOnly" true))) | nindent 6 }}
+      - name: shm
+        mountPath: /dev/shm
+volumes:
+  {{- include "marlops.volumes" .ctx | nindent 2 }}
+  - name: shm
+    emptyDir:
+      medium: Memory
+      sizeLimit: {{ $t.shmSizeLimit }}
+{{- end }}
+
+{{/* The pods of the release's InferenceGraph router (KServe labels them with the graph's name). */}}
+{{- define "marlops.routerPeer" -}}
+podSelector:
+  matchLabels:
+    serving.kserve.io/inferencegraph: {{ include "marlops.fullname" . }}-decision-graph
+{{- end }}
+
+{{- define "marlops.isvcAnnotations" -}}
+serving.kserve.io/deploymentMode: {{ .Values.serving.deploymentMode }}
+prometheus.io/scrape: "true"
+prometheus.io/port: "8080"
+prometheus.io/path: /metrics
+{{- end }}
+
+{{/* Env of the serving containers: MLflow, writable paths on /tmp, one OpenMP thread (batch-1 graphs). */}}
+{{- define "marlops.servingEnv" -}}
+- {name: MLFLOW_TRACKING_URI, value: {{ .Values.mlflow.trackingUri | quote }}}
+{{- with .Values.objectStorage.endpointUrl }}
+- {name: MLFLOW_S3_ENDPOINT_URL, value: {{ . | quote }}}
+{{- end }}
+- {name: HOME, value: /tmp}
+- {name: MARLOPS_CACHE, value: /tmp/marlops-cache}
+- {name: MPLCONFIGDIR, value: /tmp/matplotlib}
+- {name: OMP_NUM_THREADS, value: "1"}
+{{- end }}
+
+{{/* An agent's predictor pod: (dict "ctx" $ "agent" NAME "cfg" CFG "sa" SA "alias" NAME-or-"") */}}
+{{- define "marlops.agentPod" -}}
+{{- $ := .ctx -}}
+serviceAccountName: {{ .sa }}
+automountServiceAccountToken: false
+{{ include "marlops.podSecurity" $ }}
+{{- with .cfg.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .cfg.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+containers:
+  - name: kserve-container
+    image: {{ include "marlops.image" $ }}
+    imagePullPolicy: {{ $.Values.image.pullPolicy }}
+    args:
+      - serve
+      - agent
+      - {{ .agent }}
+      - --model-uri
+      - {{ .cfg.modelUri | quote }}
+      - --http-port
+      - "8080"
+      - --grpc-port
+      - "8081"
+      {{- with .alias }}
+      - --alias
+      - {{ . }}
+      {{- end }}
+    ports:
+      - {name: http1, containerPort: 8080, protocol: TCP}
+    env:
+      {{- include "marlops.servingEnv" $ | nindent 6 }}
+    envFrom:
+      {{- with $.Values.mlflow.existingSecret }}
+      - secretRef: {name: {{ . }}, optional: true}
+      {{- end }}
+      {{- with $.Values.objectStorage.existingSecret }}
+      - secretRef: {name: {{ . }}, optional: true}
+      {{- end }}
+    {{- include "marlops.kserveProbes" $ | nindent 4 }}
+    resources:
+      {{- toYaml .cfg.resources | nindent 6 }}
+    {{- include "marlops.containerSecurity" $ | nindent 4 }}
+    volumeMounts:
+      - {name: tmp, mountPath: /tmp}
+volumes:
+  - name: tmp
+    emptyDir: {sizeLimit: {{ $.Values.tmpSizeLimit }}}
+{{- end }}
