@@ -23,6 +23,7 @@ from marlops.agents.decision import RiskLimits
 from marlops.agents.engine import AuditLog
 from marlops.agents.replay import replay_ticks
 from marlops.agents.runtime import AgentSet
+from marlops.deploy.commands import deploy_app
 from marlops.market.bars import parse_timeframe
 from marlops.market.charts import plot_market
 from marlops.market.dataset import (
@@ -57,14 +58,17 @@ registry_app = typer.Typer(
 )
 app.add_typer(registry_app, name="registry")
 app.add_typer(serve_app, name="serve")  # KServe agents, decision transformer, launcher (docs/serving.md)
+app.add_typer(deploy_app, name="deploy")  # helm/kustomize render + checks (docs/deployment.md)
 app.command("drift")(drift_cmd)  # Evidently drift job, signed alerts (docs/monitoring.md)
 
 
-def _retraining_trigger(kfp_host: str | None):  # the retrain trigger's callable, wired in here because
-    def trigger(alert: object) -> object:  # monitoring may not import the pipeline (it imports training)
+def _retraining_trigger(kfp_host: str | None, params: dict[str, object]):
+    """The retrain trigger's callable, wired in here: monitoring may not import the pipeline (training)."""
+
+    def trigger(alert: object) -> object:
         from marlops.pipeline.submit import submit_retraining
 
-        return submit_retraining(host=kfp_host)
+        return submit_retraining(kfp_host, **{"alert_id": getattr(alert, "alert_id", ""), **params})
 
     return trigger
 
@@ -324,7 +328,7 @@ def run(
     workdir: Annotated[
         Path, typer.Option(help="Where the embedded stores live: feast/, mlflow/, kfp/, pipeline/, serving/.")
     ] = DEFAULT_DATA,
-    days: Annotated[float, typer.Option(min=8.0, help="Days of synthetic market to train on.")] = 20.0,
+    days: Annotated[float, typer.Option(min=8.0, help="Days of synthetic market to train on.")] = 30.0,
     seed: Annotated[int, typer.Option(help="Seed of the training market.")] = 0,
     budget: Annotated[str, typer.Option(help="Training budget: ci | small | default | gpu.")] = "small",
     eval_days: Annotated[float, typer.Option(min=8.0, help="Days per held-out evaluation market.")] = 10.0,
@@ -332,15 +336,27 @@ def run(
         float,
         typer.Option(min=0.1, help="Held-out days replayed through the decision path (+2 warm-up days)."),
     ] = 1.0,
+    serve: Annotated[
+        bool, typer.Option(help="Replay through the local KServe servers (else the engine in-process).")
+    ] = True,
+    drift: Annotated[bool, typer.Option(help="Run the drift check on the replay's request log.")] = True,
 ) -> None:
     """The main job on embedded defaults: synthetic market → Feast features → the training pipeline via
-    kfp.local (train → evaluate → register in MLflow → promote → deploy) → a held-out day replayed
-    through the champion's decision path. Safe to rerun: nothing is trained or registered twice."""
+    kfp.local (train → evaluate → register in MLflow → promote → deploy) → the champion served by local
+    KServe servers → a held-out day replayed through them over HTTP → an Evidently drift check of the
+    request log against the training data. Safe to rerun: nothing is trained or registered twice."""
     from marlops.pipeline.main_job import MainJobConfig, run_main_job
     from marlops.pipeline.submit import PipelineFailed
 
     cfg = MainJobConfig(
-        workdir=workdir, days=days, seed=seed, budget=budget, eval_days=eval_days, replay_days=replay_days
+        workdir=workdir,
+        days=days,
+        seed=seed,
+        budget=budget,
+        eval_days=eval_days,
+        replay_days=replay_days,
+        serve=serve,
+        drift=drift,
     )
     t0 = time.perf_counter()
     status = console.status("starting")
@@ -395,6 +411,8 @@ def _print_main_job(result: object, wall: float) -> None:
     for k, v in r.replay.items():  # type: ignore[attr-defined]
         table.add_row(f"replay · {k}", f"{v:,.2f}" if isinstance(v, float) else str(v))
     table.add_row("replay path", r.replay_mode)  # type: ignore[attr-defined]
+    for k, v in r.drift.items():  # type: ignore[attr-defined]
+        table.add_row(f"drift · {k}", str(v))
     for k, v in r.stage_s.items():  # type: ignore[attr-defined]
         table.add_row(f"time · {k}", f"{v:.1f} s")
     table.add_row("time · total", f"{wall:.1f} s")

@@ -1,6 +1,6 @@
 """The deploy step: the champion team's model versions written into the serving manifests.
 
-In a cluster the pipeline's deploy task renders the InferenceServices of ``manifests/serving`` with each
+In a cluster the pipeline's deploy task renders the objects of ``manifests/serving/services`` with each
 agent's ``--model-uri`` pinned to the champion's registry version (``models:/marlops-regime/7``, not the
 alias: a new champion changes the spec, so KServe rolls the predictor) and hands the YAML over as an
 artifact (applied by ``kubectl apply -f`` or the pipeline runner's service account). Locally it also
@@ -24,11 +24,12 @@ MODEL_URI_FLAG = "--model-uri"
 
 
 def manifests_dir() -> Path:
-    """``$MARLOPS_MANIFESTS_DIR`` or the repository's ``manifests/serving`` beside ``src/``."""
+    """``$MARLOPS_MANIFESTS_DIR`` or the repository's ``manifests/serving/services`` beside ``src/`` (the
+    InferenceServices of the transformer mode; the graph mode adds an InferenceGraph over the same)."""
     env = os.environ.get(MANIFESTS_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "manifests" / "serving"
+    return Path(__file__).resolve().parents[3] / "manifests" / "serving" / "services"
 
 
 def _containers(obj: Mapping[str, Any]) -> Iterable[dict[str, Any]]:

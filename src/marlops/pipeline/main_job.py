@@ -25,13 +25,15 @@ Stage = Callable[[str], None]
 @dataclass
 class MainJobConfig:
     workdir: Path = Path("data")
-    days: float = 20.0  # training market
+    days: float = 30.0  # training market (and the drift reference: vol_level's baseline spans ~10 days)
     seed: int = 0
     budget: str = "small"
     eval_seeds: str = "101,102"
     eval_days: float = 10.0
     replay_seed: int = 7  # the held-out day: neither a training nor an evaluation seed
     replay_days: float = 1.0
+    serve: bool = True  # replay through the local KServe servers (False: the engine in this process)
+    drift: bool = True
 
 
 @dataclass
@@ -92,6 +94,54 @@ def replay_in_process(cfg: MainJobConfig, on_progress: Callable[[int], None] | N
     return {"summary": res.summary, "audit": audit, "ticks": len(ticks), "versions": dict(agents.versions)}
 
 
+def replay_served(
+    cfg: MainJobConfig, on_progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """The champion served by the local KServe servers (four agents + the decision server, loading
+    ``models:/marlops-<agent>@champion``); every decision of the replay goes over HTTP and into the
+    request log the drift job reads."""
+    import shutil
+
+    from marlops.serving.http_replay import replay_http
+    from marlops.serving.launch import start_local
+
+    wd = cfg.workdir.resolve()
+    requests = wd / "requests"
+    shutil.rmtree(requests, ignore_errors=True)  # the main job's own log: a rerun starts it afresh
+    audit = wd / "replay" / "decisions.jsonl"
+    audit.parent.mkdir(parents=True, exist_ok=True)
+    audit.unlink(missing_ok=True)
+    ticks = held_out_ticks(cfg)
+    with start_local(
+        model_uri="models:/marlops-{agent}@champion",
+        feast_repo=wd / "feast",
+        request_log=requests,
+        log_dir=wd / "serving" / "logs",
+    ) as servers:
+        urls = {"decision": servers.decision_url, **servers.agent_urls}
+        res = replay_http(ticks, servers.decision_url, instrument="SYNTH", progress=on_progress, audit=audit)
+    return {"summary": res.summary, "audit": audit, "ticks": len(ticks), "urls": urls, "requests": requests}
+
+
+def drift_check(reference: Path, current: Path, out: Path, days: float) -> dict[str, Any]:
+    """Evidently drift of the replayed day's agent inputs (and outputs) against the training data; the
+    current window is the held-out day only (the warm-up days before it are not scored)."""
+    from datetime import timedelta
+
+    from marlops.monitoring.config import load_config
+    from marlops.monitoring.job import run_drift_job
+
+    config = load_config(None, current={"last": timedelta(days=days)})
+    job = run_drift_job(reference, current, out, config=config, webhook_urls=[])
+    r = job.result
+    return {
+        "verdict": r.verdict,
+        "drift": r.drift,
+        "drifted datasets": ", ".join(r.drifted_datasets) or "-",
+        "report": out / r.files.get("index", "index.html"),
+    }
+
+
 def run_main_job(
     cfg: MainJobConfig,
     on_stage: Stage = _noop,
@@ -120,21 +170,31 @@ def run_main_job(
     evaluation, report = _evaluation(run)
 
     t = time.perf_counter()
-    on_stage(f"replaying {cfg.replay_days:g} held-out day(s) through the champion's decision path")
-    replay = replay_in_process(cfg, on_progress)
-    stage_s["replay"] = time.perf_counter() - t
+    how = "the local KServe servers (HTTP)" if cfg.serve else "the decision engine in this process"
+    on_stage(f"replaying 2 warm-up + {cfg.replay_days:g} held-out day(s) through the champion on {how}")
+    replay = replay_served(cfg, on_progress) if cfg.serve else replay_in_process(cfg, on_progress)
+    stage_s["serve + replay" if cfg.serve else "replay"] = time.perf_counter() - t
 
     paths = {"pipeline run": Path(run.folder or ""), "task log": Path(run.log or "")}
     if report is not None:
         paths["evaluation report"] = report
     paths["decisions"] = replay["audit"]
+    drift: dict[str, Any] = {}
+    if cfg.drift and cfg.serve:
+        t = time.perf_counter()
+        on_stage("drift check (Evidently): the replay's request log against the training data")
+        dataset = Path(run.folder or "") / "build-features" / "dataset"
+        drift = drift_check(dataset, replay["requests"], wd / "drift", cfg.replay_days)
+        stage_s["drift"] = time.perf_counter() - t
+        paths["drift report"] = drift.pop("report")
     return MainJobResult(
         pipeline=run,
         evaluation=evaluation,
         report=report,
         replay=replay["summary"],
         audit=replay["audit"],
-        replay_mode="in-process engine",
+        replay_mode="KServe servers over HTTP" if cfg.serve else "in-process engine",
+        drift=drift,
         paths=paths,
         stage_s=stage_s,
     )
