@@ -37,11 +37,3 @@ def test_decide_rejects_bad_input(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "price" in res.output
     res = runner.invoke(app, ["decide", "--replay", str(tmp_path), "--max-position", "5"])
     assert res.exit_code == 2 and "meta.json" in res.output
-
-
-def test_main_job_runs_end_to_end_on_small_settings(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["run", "--workdir", str(tmp_path), "--days", "3", "--replay-days", "1"])
-    assert res.exit_code == 0, res.output
-    assert (tmp_path / "market_chart.png").stat().st_size > 10_000
-    lines = (tmp_path / "decisions.jsonl").read_text().splitlines()
-    assert len(lines) > 288 and "decisions over the last 1 days" in res.output

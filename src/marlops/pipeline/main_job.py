@@ -147,6 +147,10 @@ def run_main_job(
     on_stage: Stage = _noop,
     on_progress: Callable[[int], None] | None = None,
 ) -> MainJobResult:
+    from marlops.training.market import BUDGETS
+
+    if cfg.budget not in BUDGETS:  # before anything runs (the pipeline would only fail at its train step)
+        raise ValueError(f"budget: unknown {cfg.budget!r}; expected one of {sorted(BUDGETS)}")
     wd = cfg.workdir.resolve()
     wd.mkdir(parents=True, exist_ok=True)
     if not os.environ.get("MLFLOW_TRACKING_URI"):
