@@ -20,9 +20,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from marlops.agents.decision import RiskLimits
-from marlops.agents.engine import AuditLog
-from marlops.agents.replay import replay_ticks
-from marlops.agents.runtime import AgentSet
 from marlops.deploy.commands import deploy_app
 from marlops.market.bars import parse_timeframe
 from marlops.market.charts import plot_market
@@ -279,6 +276,10 @@ def decide_cmd(
     if url:
         _decide_over_http(ticks, url, instrument, audit, replay)
         return
+    from marlops.agents.engine import AuditLog
+    from marlops.agents.replay import replay_ticks
+    from marlops.agents.runtime import AgentSet  # torch: only for the commands that run agents
+
     agents = AgentSet.load(models) if models else AgentSet.untrained(seed=seed)
     log = AuditLog(audit) if audit else None
     progress, advance = _tick_progress(len(ticks), "replaying ticks through the engine")
