@@ -144,6 +144,55 @@ def _out_dict(o: object | None) -> dict | None:
     return d
 
 
+def decide_and_fill(
+    inputs: DecisionInputs,
+    pf: Portfolio,
+    limits: RiskLimits,
+    hub: CommunicationHub,
+    ts: int,
+    timeframe: str,
+    versions: Mapping[str, str],
+    lat: dict[str, float],
+    t0: int,
+    upstream_us: float,
+    config: EngineConfig,
+) -> TradeDecision:
+    """The engine's last step, shared by the in-process engine and the decision server: the core
+    ``decide``, the TradeDecision record, then the paper fill. ``lat`` gains ``engine`` (since ``t0``,
+    ns clock) and ``total`` (data-to-decision: plus the slow agents that ran for the same bar close)."""
+    core = decide(inputs, pf, limits, hub)
+    price, tac, risk, faults = inputs.price, inputs.tactical, inputs.risk, inputs.fail_reasons
+    qty = core.target - pf.position
+    equity = pf.equity(price)
+    lat["engine"] = (time.perf_counter_ns() - t0) / 1e3
+    lat["total"] = lat["engine"] + upstream_us
+    d = TradeDecision(
+        ts=ts,
+        timeframe=timeframe,
+        action=core.action.name.lower(),
+        direction=int(np.sign(core.target)),
+        confidence=float(tac.confidence) if tac is not None else 0.0,  # ticks carry no tactical proposal
+        price=price,
+        quantity=qty,
+        target_position=core.target,
+        leverage=abs(core.target) * price / equity if equity > 0 else 0.0,
+        risk_capital=core.risk_capital,
+        stop_loss=core.stop_loss,
+        take_profit=core.take_profit,
+        max_exposure=limits.max_exposure,
+        risk_action=risk.action.name.lower() if risk is not None else None,
+        overrides=core.overrides,
+        fail_closed=bool(faults),
+        reasons=tuple(faults),
+        model_versions=versions,
+        latency_us=lat,
+    )
+    if config.paper and qty != 0.0:
+        pf.fill(qty, price, config.commission_rate)
+        pf.stop_loss, pf.take_profit = core.stop_loss, core.take_profit
+    return d
+
+
 class DecisionEngine:
     def __init__(
         self,
@@ -353,43 +402,15 @@ class DecisionEngine:
                 risk = None
         if risk is None and not any(f.startswith("risk") for f in faults):
             faults.append("risk:missing")
-        core = decide(
-            DecisionInputs(price, self._atr.value, tac, structure, risk, tuple(faults)), pf, limits, self.hub
+        inputs = DecisionInputs(price, self._atr.value, tac, structure, risk, tuple(faults))
+        d = decide_and_fill(
+            inputs, pf, limits, self.hub, ts, timeframe, self._versions, lat, t0, upstream_us, self.config
         )
-        qty = core.target - pf.position
-        equity = pf.equity(price)
-        lat["engine"] = (time.perf_counter_ns() - t0) / 1e3
-        # data-to-decision: this call plus the slow agents that ran for the same bar close, if any
-        lat["total"] = lat["engine"] + upstream_us
-        d = TradeDecision(
-            ts=ts,
-            timeframe=timeframe,
-            action=core.action.name.lower(),
-            direction=int(np.sign(core.target)),
-            confidence=float(tac.confidence) if tac is not None else 0.0,  # ticks carry no tactical proposal
-            price=price,
-            quantity=qty,
-            target_position=core.target,
-            leverage=abs(core.target) * price / equity if equity > 0 else 0.0,
-            risk_capital=core.risk_capital,
-            stop_loss=core.stop_loss,
-            take_profit=core.take_profit,
-            max_exposure=limits.max_exposure,
-            risk_action=risk.action.name.lower() if risk is not None else None,
-            overrides=core.overrides,
-            fail_closed=bool(faults),
-            reasons=tuple(faults),
-            model_versions=self._versions,
-            latency_us=lat,
-        )
-        if self.config.paper and qty != 0.0:
-            pf.fill(qty, price, self.config.commission_rate)
-            pf.stop_loss, pf.take_profit = core.stop_loss, core.take_profit
         if self.keep_decisions:
             self.decisions.append(d)
         if self.audit is not None:
             self._write_audit(d, pvec, proposal, tac, structure, risk)
-        if qty != 0.0 and self.bus is not None:
+        if d.quantity != 0.0 and self.bus is not None:
             self.bus.publish(ExecuteTrade(d))
         for listener in self.listeners:
             listener(d)

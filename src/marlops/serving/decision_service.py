@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from marlops.agents.decision import DecisionInputs, Portfolio, RiskLimits, decide
-from marlops.agents.engine import EngineConfig, TradeDecision, timeframe_label
+from marlops.agents.decision import DecisionInputs, Portfolio, RiskLimits
+from marlops.agents.engine import EngineConfig, TradeDecision, decide_and_fill, timeframe_label
 from marlops.agents.hub import COMM_SOURCES, CommunicationHub, ConsensusConfig, Message
 from marlops.agents.types import (
     MESSAGE_DIM,
@@ -592,37 +592,10 @@ class DecisionService:
         if risk is None and not any(f.startswith("risk") for f in faults):
             faults.append("risk:missing")
         pf, limits, price = s.portfolio, self.limits, s.price
-        core = decide(
-            DecisionInputs(price, s.atr.value, tac, structure, risk, tuple(faults)), pf, limits, s.hub
+        inputs = DecisionInputs(price, s.atr.value, tac, structure, risk, tuple(faults))
+        d = decide_and_fill(
+            inputs, pf, limits, s.hub, ts, label, self.versions(), lat, t0, upstream_us, self.config
         )
-        qty = core.target - pf.position
-        equity = pf.equity(price)
-        lat["engine"] = (time.perf_counter_ns() - t0) / 1e3
-        lat["total"] = lat["engine"] + upstream_us
-        d = TradeDecision(
-            ts=ts,
-            timeframe=label,
-            action=core.action.name.lower(),
-            direction=int(np.sign(core.target)),
-            confidence=float(tac.confidence) if tac is not None else 0.0,
-            price=price,
-            quantity=qty,
-            target_position=core.target,
-            leverage=abs(core.target) * price / equity if equity > 0 else 0.0,
-            risk_capital=core.risk_capital,
-            stop_loss=core.stop_loss,
-            take_profit=core.take_profit,
-            max_exposure=limits.max_exposure,
-            risk_action=risk.action.name.lower() if risk is not None else None,
-            overrides=core.overrides,
-            fail_closed=bool(faults),
-            reasons=tuple(faults),
-            model_versions=self.versions(),
-            latency_us=lat,
-        )
-        if self.config.paper and qty != 0.0:
-            pf.fill(qty, price, self.config.commission_rate)
-            pf.stop_loss, pf.take_profit = core.stop_loss, core.take_profit
         return d, structure, tac, risk
 
     async def warm_up(self, timeout_s: float = 2.0) -> dict[str, str]:
