@@ -120,9 +120,9 @@ def test_entry_is_sized_by_risk_capital_and_atr_stop() -> None:
         pf,
         RiskLimits(),
     )
-    # 1% of 100k × size 0.5 = 500 at risk; stop 2 ATR = 1.0 away → 500 units
-    assert d.target == pytest.approx(500.0) and d.risk_capital == pytest.approx(500.0)
-    assert d.stop_loss == pytest.approx(99.0) and d.take_profit == pytest.approx(101.5)
+    # 1% of 100k × size 0.5 = 500 at risk; stop 3 ATR = 1.5 away → 333.3 units; take profit 6 ATR
+    assert d.target == pytest.approx(500.0 / 1.5) and d.risk_capital == pytest.approx(500.0)
+    assert d.stop_loss == pytest.approx(98.5) and d.take_profit == pytest.approx(103.0)
     assert d.overrides == ()
 
 
@@ -130,7 +130,7 @@ def test_entry_is_sized_by_risk_capital_and_atr_stop() -> None:
     ("risk_action", "cur", "expected", "override"),
     [
         (RiskAction.BLOCK_ENTRY, 0.0, 0.0, "risk:block_entry"),
-        (RiskAction.MODIFY_SIZE, 0.0, 250.0, "risk:modify_size"),
+        (RiskAction.MODIFY_SIZE, 0.0, 1000.0 / 3.0 * 0.5, "risk:modify_size"),  # half of 1,000 at 3 ATR
         (RiskAction.FORCE_EXIT, 100.0, 0.0, "risk:force_exit"),
     ],
 )

@@ -6,6 +6,9 @@ environment (training) and the engine (serving) both call it, so they cannot dri
 
 Order of the gates (later ones win):
 1. tactical proposal → target (entries sized by risk capital and an ATR stop, scaled by structure's size);
+   the ATR is the *higher* timeframe's (structure's 30-minute bars by default): positions are opened on
+   structure's clock, so their stop and take profit are measured on that timeframe, not on 5-minute
+   noise (docs/decision-engine.md, "Economics");
 2. consensus (configurable) may turn an entry into a hold;
 3. the risk agent: allow / modify_size (scale the entry) / force_exit / block_entry; then the
    stop loss and take profit set at entry;
@@ -42,8 +45,11 @@ class RiskLimits:
     max_daily_loss: float = 0.03  # fraction of the day's starting equity; beyond it: flat, no entries
     kill_switch: bool = False  # flat, and nothing else
     risk_per_trade: float = 0.01  # equity fraction put at risk by a full-size entry (to the stop)
-    stop_atr: float = 2.0  # stop loss distance in ATRs
-    take_profit_atr: float = 3.0  # take profit distance in ATRs
+    # Stop and take profit in ATRs of the higher timeframe (the one structure opens positions on). A 3-ATR
+    # stop sizes a full entry at ~0.5-1x equity on the reference market, below the leverage cap; the
+    # take profit is 2R. Measured choices: docs/training.md, "Economics".
+    stop_atr: float = 3.0
+    take_profit_atr: float = 6.0
     modify_size_factor: float = 0.5  # the risk agent's modify_size scales an entry by this
 
     def __post_init__(self) -> None:
@@ -144,7 +150,7 @@ assert len(PORTFOLIO_FEATURES) == 8
 @dataclass(frozen=True)
 class DecisionInputs:
     price: float
-    atr: float  # of the base timeframe, price units; NaN while warming up
+    atr: float  # ATR(14) of the higher timeframe: the stop and take-profit unit (price); NaN while warming
     tactical: TacticalOutput | None  # None on tick decisions (the proposal is "hold")
     structure: StructureOutput | None
     risk: RiskOutput | None

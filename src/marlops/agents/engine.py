@@ -223,7 +223,7 @@ class DecisionEngine:
         self.decisions: list[TradeDecision] = []
         self.keep_decisions = True
         self.listeners: list[Callable[[TradeDecision], None]] = []
-        self._atr = Atr(14)
+        self._atr = Atr(14)  # of the higher timeframe: stops are measured on the clock that opens positions
         self._price = float("nan")
         self._slow_mats: dict[str, np.ndarray] = {}
         self._slow_ts = -1
@@ -260,6 +260,7 @@ class DecisionEngine:
         faults: list[str] = [] if ev.ready else ["warming_up:higher"]
         self._slow_mats = ev.matrices
         self._slow_ts, self._slow_ready = ev.ts, ev.ready
+        self._atr.update(ev.bar.high, ev.bar.low, ev.bar.close)
         lat: dict[str, float] = {}
         reg = self._call("regime", lat, faults, self.agents.regime, ev.matrices["regime"])
         if reg is not None and _finite(reg.probs, reg.volatility, reg.message):
@@ -284,7 +285,6 @@ class DecisionEngine:
         t0 = time.perf_counter_ns()
         bar = ev.bar
         self._price = bar.close
-        self._atr.update(bar.high, bar.low, bar.close)
         pf = self.portfolio
         pf.roll_day(ev.ts, bar.close)
         if pf.position:

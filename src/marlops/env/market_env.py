@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from marlops.agents.decision import BatchInputs, RiskLimits, decide_batch
@@ -53,7 +54,10 @@ class MarketData:
     """Everything the environment reads, precomputed once from a FeatureSet (batch features)."""
 
     close: np.ndarray  # (T,) base bars
-    atr: np.ndarray  # (T,)
+    end_ns: np.ndarray  # (T,) int64: each base bar's end (ns, UTC)
+    # (T,) ATR(14) of the higher timeframe at the latest higher close <= t (NaN before one): the unit of
+    # stops and take profits, since positions are opened on structure's (higher-timeframe) clock
+    atr: np.ndarray
     sigma: np.ndarray  # (T,) per-bar realized vol of log returns (48 bars)
     volume: np.ndarray  # (T,)
     day: np.ndarray  # (T,) UTC day number of the bar's end
@@ -78,7 +82,8 @@ class MarketData:
         warm = int(np.argmax(ok)) if ok.any() else len(close)
         return cls(
             close=close,
-            atr=ind.atr(base["high"], base["low"], base["close"]).to_numpy(np.float64),
+            end_ns=b_end.astype(np.int64),
+            atr=_latest_higher(ind.atr(higher["high"], higher["low"], higher["close"]), higher_of),
             sigma=ind.realized_vol(base["close"], 48).fillna(0.0).to_numpy(np.float64),
             volume=base["volume"].to_numpy(np.float64),
             day=b_end // DAY_NS,
@@ -93,6 +98,12 @@ class MarketData:
 
     def __len__(self) -> int:
         return len(self.close)
+
+
+def _latest_higher(values: pd.Series, higher_of: np.ndarray) -> np.ndarray:
+    """Per base bar, ``values`` of the latest closed higher bar (NaN before the first one)."""
+    v = np.append(values.to_numpy(np.float64), np.nan)  # index -1 reads the NaN
+    return v[np.where(higher_of >= 0, higher_of, -1)]
 
 
 def _windows(rows: np.ndarray, n: int) -> np.ndarray:

@@ -56,6 +56,7 @@ def slice_market(data: MarketData, start: int, end: int) -> MarketData:
     return dataclasses.replace(
         data,
         close=data.close[s],
+        end_ns=data.end_ns[s],
         atr=data.atr[s],
         sigma=data.sigma[s],
         volume=data.volume[s],

@@ -135,6 +135,32 @@ class Atr:
         return self.value
 
 
+@dataclass
+class RollupAtr:
+    """:class:`Atr` of a higher timeframe fed with its base bars, for a consumer that sees base bars only
+    (the decision server): ``add`` every base bar, then ``close`` with the base bar that closes the higher
+    one. Its high/low/close are those :class:`~marlops.market.bars.BarAggregator` builds, so the value
+    equals an :class:`Atr` updated with the higher bars themselves (tested)."""
+
+    atr: Atr = field(default_factory=Atr)
+    _high: float = NAN
+    _low: float = NAN
+
+    @property
+    def value(self) -> float:
+        return self.atr.value
+
+    def add(self, high: float, low: float) -> None:
+        self._high = high if self._high != self._high else max(self._high, high)
+        self._low = low if self._low != self._low else min(self._low, low)
+
+    def close(self, close: float) -> float:
+        """The higher bar closed at ``close`` (after its last base bar was added)."""
+        value = self.atr.update(self._high, self._low, close)
+        self._high = self._low = NAN
+        return value
+
+
 def true_range(high: float, low: float, prev_close: float) -> float:
     if prev_close != prev_close:
         return high - low

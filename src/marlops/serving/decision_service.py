@@ -50,7 +50,7 @@ from marlops.agents.types import (
     TacticalAction,
     TacticalOutput,
 )
-from marlops.market.indicators import Atr
+from marlops.market.indicators import RollupAtr
 from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL
 from marlops.serving import metrics
 from marlops.serving.clients import AgentCallError, AgentEndpoint
@@ -97,7 +97,7 @@ class Session:
     instrument: str
     hub: CommunicationHub
     portfolio: Portfolio = field(default_factory=Portfolio)
-    atr: Atr = field(default_factory=lambda: Atr(14))
+    atr: RollupAtr = field(default_factory=RollupAtr)  # of the higher timeframe, rolled up from base bars
     price: float = math.nan
     slow_mats: dict[str, np.ndarray] = field(default_factory=dict)
     slow_ts: int = -1
@@ -482,7 +482,9 @@ class DecisionService:
         assert bar is not None
         ts = req.ts
         s.price = bar.close
-        s.atr.update(bar.high, bar.low, bar.close)
+        s.atr.add(bar.high, bar.low)
+        if req.clock == self.clocks[2]:  # this base bar closes a higher bar: stops are measured on that one
+            s.atr.close(bar.close)
         pf = s.portfolio
         pf.roll_day(ts, bar.close)
         if pf.position:
