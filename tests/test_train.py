@@ -22,15 +22,15 @@ from marlops.training.distributed import Dist, torchrun_args
 from marlops.training.dqn import DQNConfig
 from marlops.training.market import budget_config, load_team, train_team
 from marlops.training.regime import balanced_accuracy, regime_samples
+from marlops.training.risk import RiskController
 from marlops.training.team import (
     STATE_DIM,
-    STRUCTURE_OBS_DIM,
-    TACTICAL_OBS_DIM,
-    RiskController,
     StructureActor,
     TeamModels,
     TeamVecEnv,
     TrainedTeam,
+    structure_obs_dim,
+    tactical_obs_dim,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +60,12 @@ def test_team_env_shapes_clocks_and_risk_transitions(data, models) -> None:
     risk = _risk(models)
     team = TeamVecEnv(env, models, risk)
     first = team.reset(seed=1)
-    assert [o.shape for o in first.obs] == [(3, STRUCTURE_OBS_DIM), (3, TACTICAL_OBS_DIM)]
+    dims = [structure_obs_dim(models.structure), tactical_obs_dim(models.tactical)]
+    assert [o.shape for o in first.obs] == [(3, dims[0]), (3, dims[1])]
+    # the observations are the cached encodings of the bars the envs stand on (plus messages and flags)
+    enc = models.encodings(data)
+    t = env.t
+    np.testing.assert_array_equal(first.obs[1][:, : enc.tactical_h.shape[1]], enc.tactical_h[t])
     assert first.state.shape == (3, STATE_DIM)
     assert first.acts is not None and first.acts.all()  # everyone decides at an episode's first step
     assert np.all(first.obs[1][:, -2:] == 1.0)  # the slow agents' messages are present from the start
@@ -83,7 +88,7 @@ def test_team_env_shapes_clocks_and_risk_transitions(data, models) -> None:
 
 def test_structure_aux_loss_trains_size_toward_conviction(models) -> None:
     actor = StructureActor(models.structure)
-    obs = torch.randn(16, STRUCTURE_OBS_DIM)
+    obs = torch.randn(16, structure_obs_dim(models.structure))
     obs[:, -1] = 1.0
     loss = actor.aux_loss(obs)
     loss.backward()
@@ -167,7 +172,10 @@ def test_single_process_dist_is_a_no_op() -> None:
 def test_budget_config_errors() -> None:
     with pytest.raises(ValueError, match="budget"):
         budget_config("huge")
-    assert budget_config("ci", updates=7).updates == 7
+    assert budget_config("ci", updates=7).team.updates == 7
+    assert budget_config("ci", **{"regime.epochs": 3}).regime.epochs == 3
+    with pytest.raises(ValueError, match="not a training setting"):
+        budget_config("ci", **{"team.nonsense": 1})
 
 
 @pytest.fixture(scope="module")

@@ -449,14 +449,23 @@ def train_cmd(
         typer.Option(help="Train on this dataset folder (`marlops data synth|import`), not synthetic seeds."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Initialisation and sampling seed.")] = None,
+    init_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Warm start: the weights of a registered team ('models:/marlops-{agent}@champion') or of a "
+            "run folder, instead of fresh networks (retraining adds to what was learned).",
+        ),
+    ] = None,
     checkpoint_every: Annotated[int | None, typer.Option(min=1, help="Updates between checkpoints.")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Torch threads per worker.")] = None,
     fresh: Annotated[
         bool, typer.Option(help="Discard the folder's checkpoints instead of resuming.")
     ] = False,
 ) -> None:
-    """Train the team: the regime agent on the true labels, then MAPPO (structure, tactical) with the risk
-    agent's double DQN on the same rollouts. Resumes from the newest checkpoint in --out when one exists.
+    """Train the team in four stages: the regime agent on the true regimes; structure on the forward-return
+    utility of its bias levels; tactical on carrying out structure's decisions; then MAPPO fine-tunes their
+    heads over the frozen encoders while the risk agent's double DQN learns on the same rollouts. Resumes from
+    the newest checkpoint in --out when one exists; --init-from starts from a champion's weights.
 
     The same command runs single-process, as --nproc local workers, and unchanged inside a Kubeflow
     TrainJob / PyTorchJob (torchrun reads PET_NNODES, PET_NPROC_PER_NODE, PET_MASTER_ADDR …; nccl on GPUs)."""
@@ -471,6 +480,7 @@ def train_cmd(
             updates=updates,
             days=days,
             seed=seed,
+            init_from=init_from,
             checkpoint_every=checkpoint_every,
             threads=threads,
             dataset=str(dataset.resolve()) if dataset is not None else None,
@@ -485,6 +495,7 @@ def train_cmd(
             ("--days", days),
             ("--dataset", dataset),
             ("--seed", seed),
+            ("--init-from", init_from),
             ("--checkpoint-every", checkpoint_every),
             ("--threads", threads),
         )
@@ -517,6 +528,7 @@ def train_cmd(
     rows = {
         "resumed from checkpoint": s.resumed_from if s.resumed_from is not None else "-",
         "regime balanced accuracy (validation)": f"{s.regime_val_balanced_accuracy:.3f}",
+        "warm start": cfg.init_from or "-",
         "MAPPO updates": s.updates,
         "environment steps": f"{s.env_steps:,}",
         "mean step reward (last update)": f"{s.final.get('reward_mean', float('nan')):.5f}",

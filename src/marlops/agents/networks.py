@@ -133,8 +133,14 @@ class RegimeNet(nn.Module):
         self.msg_head = nn.Linear(a.d_model, a.message_dim)
 
     def forward(self, x: Tensor) -> RegimeOut:
+        return self.head(self.encode(x))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The pooled (B, d_model) encoding of the window."""
         z = self.encoder(self.embed(x) + self.pe)
-        pooled = z.mean(dim=1) if self.pool == "mean" else z[:, -1]
+        return z.mean(dim=1) if self.pool == "mean" else z[:, -1]
+
+    def head(self, pooled: Tensor) -> RegimeOut:
         return RegimeOut(
             self.cls_head(pooled),
             F.softplus(self.vol_head(pooled)).squeeze(-1),
@@ -182,7 +188,11 @@ class StructureNet(nn.Module):
         return (w * seq).sum(dim=1)
 
     def forward(self, x: Tensor, msgs: Tensor, mask: Tensor) -> StructureOut:
-        h = self.encode(x)
+        return self.head(self.encode(x), msgs, mask)
+
+    def head(self, h: Tensor, msgs: Tensor, mask: Tensor) -> StructureOut:
+        """Everything after :meth:`encode`: communication and the heads. Training caches the encodings of
+        a frozen encoder and trains only this part (``forward`` is exactly ``head(encode(x), ...)``)."""
         h = self.norm(h + self.comm(h, msgs, mask))
         return StructureOut(
             self.actor(h),
@@ -220,7 +230,10 @@ class TacticalNet(nn.Module):
         return z[:, -1] if self.pool == "last" else z.mean(dim=1)
 
     def forward(self, x: Tensor, msgs: Tensor, mask: Tensor) -> TacticalOut:
-        h = self.encode(x)
+        return self.head(self.encode(x), msgs, mask)
+
+    def head(self, h: Tensor, msgs: Tensor, mask: Tensor) -> TacticalOut:
+        """Communication and the heads over an encoding (see :meth:`StructureNet.head`)."""
         h = self.norm(h + self.comm(h, msgs, mask))
         return TacticalOut(self.actor(h), self.critic(h).squeeze(-1), torch.tanh(self.msg_head(h)))
 

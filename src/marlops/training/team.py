@@ -1,28 +1,26 @@
-"""The trading team as the trainers see it: actor wrappers, the centralized critic, the risk controller and
-the MAPPO view of the market environment; and the trained team as a policy for evaluation.
+"""The trading team as the trainers see it: actors over cached encodings, the centralized critic and the MAPPO
+view of the market environment; and the trained team as a policy for evaluation.
 
-Observations per agent (flat float32 rows, split back into network inputs by the actor wrappers):
+By the team stage every encoder is pretrained and frozen (:mod:`marlops.training.pretrain`), so what MAPPO
+fine-tunes is the part of structure and tactical after their encoders — communication over the hub's
+messages and the heads (:meth:`StructureNet.head`, :meth:`TacticalNet.head`) — on top of encodings computed
+once per market (:mod:`marlops.training.encodings`). Observations per agent (flat float32 rows, split back by
+the actor wrappers):
 
-- structure: structure matrix (48×8) ‖ regime message (64) ‖ regime-present flag;
-- tactical: tactical matrix (60×7) ‖ regime message ‖ structure message ‖ two present flags.
+- structure: its encoding (lstm_hidden) ‖ regime message (64) ‖ regime-present flag;
+- tactical: its encoding (d_model) ‖ regime and structure messages ‖ two present flags.
 
-Messages are the senders' live outputs at the last higher-bar close, computed with the current weights
-and then treated as observations (no gradient flows from a consumer into its sender during training;
-the networks support it, but detached messages keep each agent's PPO update its own).
-
-The regime agent is not a PPO actor: its outputs do not move the portfolio directly, so its learning
-signal is the supervised auxiliary loss on the true labels (:mod:`marlops.training.regime`); in the team
-phase it is frozen. Structure's actor picks a bias level (5 actions); its size head is trained by an
-auxiliary regression onto the policy's expected conviction ``Σ_k π_k |b_k|`` and its confidence head onto
-``max_k π_k``, so the size the environment applies (and serving reads) is a deterministic function of
-the same state. The risk agent acts every step after the team, on the team's proposal, ε-greedy from a
-double DQN trained on the same rollouts (:class:`RiskController`).
+Messages are the senders' outputs at the last higher-bar close with the current weights, then treated as
+observations (no gradient flows from a consumer into its sender in this stage). The regime agent is not a
+PPO actor (its outputs do not move the portfolio; it learns from labels in its own stage). Structure's
+size head is trained by an auxiliary regression onto the policy's expected conviction ``Σ_k π_k |b_k|``
+(its confidence head onto ``max_k π_k``), so the size the environment applies — and serving reads — is a
+deterministic function of the same state. The risk agent acts after the team on its proposal
+(:mod:`marlops.training.risk`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,15 +30,14 @@ from torch import Tensor, nn
 from torch.distributions import Categorical
 
 from marlops.agents.networks import RegimeNet, RiskNet, StructureNet, StructureOut, TacticalNet
-from marlops.agents.types import MESSAGE_DIM, STRUCTURE_BIAS_LEVELS, RiskAction, TacticalAction
+from marlops.agents.types import MESSAGE_DIM, STRUCTURE_BIAS_LEVELS, RiskAction
 from marlops.env.market_env import MarketData, VecMarketEnv
 from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL
-from marlops.training.dqn import DQNConfig, DQNLearner, flatten_risk_obs, risk_q_fn, risk_replay_fields
+from marlops.training.dqn import flatten_risk_obs, risk_q_fn
+from marlops.training.encodings import MarketEncodings, encode_market, structure_outputs
 from marlops.training.mappo import VecObs, VecStep
-from marlops.training.replay import PrioritizedReplay
+from marlops.training.risk import proposal
 
-STRUCTURE_OBS_DIM = math.prod(STRUCTURE.shape) + MESSAGE_DIM + 1
-TACTICAL_OBS_DIM = math.prod(TACTICAL.shape) + 2 * MESSAGE_DIM + 2
 # critic state: portfolio (8) ‖ regime probs (4) ‖ held bias, size (2) ‖ newest rows of the three
 # matrices (7 + 8 + 11) ‖ episode progress (1)
 STATE_DIM = 8 + 4 + 2 + TACTICAL.shape[1] + STRUCTURE.shape[1] + REGIME.shape[1] + 1
@@ -52,20 +49,31 @@ def _t(x: np.ndarray) -> Tensor:
     return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
 
 
+def encoding_width(net: StructureNet | TacticalNet) -> int:
+    return int(net.norm.normalized_shape[0])
+
+
+def structure_obs_dim(net: StructureNet) -> int:
+    return encoding_width(net) + MESSAGE_DIM + 1
+
+
+def tactical_obs_dim(net: TacticalNet) -> int:
+    return encoding_width(net) + 2 * MESSAGE_DIM + 2
+
+
 class StructureActor(nn.Module):
     """MAPPO's view of the structure agent: ``dist(obs)`` over bias levels, plus the size/confidence
-    auxiliary loss."""
+    auxiliary loss; ``obs`` = encoding ‖ regime message ‖ present flag."""
 
     def __init__(self, net: StructureNet) -> None:
         super().__init__()
         self.net = net
+        self.width = encoding_width(net)
 
     def _forward(self, obs: Tensor) -> StructureOut:
-        n = math.prod(STRUCTURE.shape)
-        x = obs[:, :n].reshape(-1, *STRUCTURE.shape)
-        msgs = obs[:, n : n + MESSAGE_DIM].reshape(-1, 1, MESSAGE_DIM)
-        mask = obs[:, n + MESSAGE_DIM :] > 0.5
-        return self.net(x, msgs, mask)
+        w = self.width
+        msgs = obs[:, w : w + MESSAGE_DIM].reshape(-1, 1, MESSAGE_DIM)
+        return self.net.head(obs[:, :w], msgs, obs[:, w + MESSAGE_DIM :] > 0.5)
 
     def dist(self, obs: Tensor) -> Categorical:
         return Categorical(logits=self._forward(obs).logits)
@@ -77,16 +85,17 @@ class StructureActor(nn.Module):
 
 
 class TacticalActor(nn.Module):
+    """MAPPO's view of the tactical agent; ``obs`` = encoding ‖ regime and structure messages ‖ flags."""
+
     def __init__(self, net: TacticalNet) -> None:
         super().__init__()
         self.net = net
+        self.width = encoding_width(net)
 
     def dist(self, obs: Tensor) -> Categorical:
-        n = math.prod(TACTICAL.shape)
-        x = obs[:, :n].reshape(-1, *TACTICAL.shape)
-        msgs = obs[:, n : n + 2 * MESSAGE_DIM].reshape(-1, 2, MESSAGE_DIM)
-        mask = obs[:, n + 2 * MESSAGE_DIM :] > 0.5
-        return Categorical(logits=self.net(x, msgs, mask).logits)
+        w = self.width
+        msgs = obs[:, w : w + 2 * MESSAGE_DIM].reshape(-1, 2, MESSAGE_DIM)
+        return Categorical(logits=self.net.head(obs[:, :w], msgs, obs[:, w + 2 * MESSAGE_DIM :] > 0.5).logits)
 
 
 class TeamCritic(nn.Module):
@@ -104,68 +113,6 @@ class TeamCritic(nn.Module):
 
     def value(self, state: Tensor) -> Tensor:
         return self.mlp(state)
-
-
-class RiskController:
-    """The risk agent during team training: ε-greedy on a double DQN, fed with every env step.
-
-    Transitions ``(s, a, r, s', done)`` are stored one step late (s' is the next risk observation, which
-    needs the team's next proposal). An episode cut by the time limit is stored as done: the env resets
-    inside its step, so the final observation is not kept (a small bias at γ = 0.99 over 576 steps).
-    """
-
-    def __init__(
-        self,
-        net: RiskNet,
-        config: DQNConfig,
-        seed: int,
-        grad_hook: Callable[[list[nn.Parameter]], None] | None = None,
-    ) -> None:
-        self.config = config
-        self.learner = DQNLearner(net, config, obs_keys=("obs",), q_fn=risk_q_fn, grad_hook=grad_hook)
-        self.replay: PrioritizedReplay = config.make_replay(risk_replay_fields(), rng=seed)
-        self.rng = np.random.default_rng(seed + 7)
-        self.env_steps = 0  # transitions seen (all envs)
-        self._prev: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    def act(self, risk_obs: np.ndarray, explore: bool = True) -> np.ndarray:
-        eps = self.config.epsilon(self.env_steps) if explore else 0.0
-        return self.learner.act([risk_obs], eps, self.rng)
-
-    def observe(self, risk_obs: np.ndarray, action: np.ndarray, reward: np.ndarray, done: np.ndarray) -> None:
-        """Record this step; completes and stores the previous step's transitions."""
-        if self._prev is not None:
-            o, a, r, d = self._prev
-            self.replay.add_batch(
-                {
-                    "obs": o,
-                    "action": a,
-                    "reward": r,
-                    "next_obs": risk_obs,
-                    "done": d.astype(np.float32),
-                    "discount": np.full(len(a), self.config.gamma, np.float32),
-                }
-            )
-        self._prev = (risk_obs, action, reward.astype(np.float32), done)
-        self.env_steps += len(action)
-
-    def reset_pending(self) -> None:
-        self._prev = None
-
-    def train(self, n_steps: int) -> dict[str, float]:
-        """``n_steps`` gradient steps once ``learning_starts`` transitions are stored (mean metrics)."""
-        if len(self.replay) < max(self.config.learning_starts, self.config.batch_size):
-            return {}
-        out = [self.learner.train_step(self.replay) for _ in range(n_steps)]
-        return {f"risk_{k}": float(np.mean([m[k] for m in out])) for k in ("loss", "q_mean", "td_abs_mean")}
-
-
-def proposal(tactical_action: np.ndarray, bias: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """The risk agent's view of the team's proposal: tactical one-hot ‖ structure bias ‖ size."""
-    one_hot = np.eye(len(TacticalAction), dtype=np.float32)[np.asarray(tactical_action)]
-    return np.concatenate(
-        [one_hot, np.asarray(bias, np.float32)[:, None], np.asarray(size, np.float32)[:, None]], 1
-    )
 
 
 @dataclass
@@ -192,7 +139,7 @@ class SlowContext:
 
 
 class TeamModels:
-    """The four networks and the structure-side forward passes the environment view needs."""
+    """The four networks, their MAPPO actors, and the encodings of each market they have seen."""
 
     def __init__(
         self, regime: RegimeNet, structure: StructureNet, tactical: TacticalNet, risk: RiskNet
@@ -200,30 +147,50 @@ class TeamModels:
         self.regime, self.structure, self.tactical, self.risk = regime, structure, tactical, risk
         self.structure_actor = StructureActor(structure)
         self.tactical_actor = TacticalActor(tactical)
+        self._encodings: dict[int, tuple[MarketData, MarketEncodings]] = {}
         for net in (regime, structure, tactical, risk):
             net.eval()  # no dropout in RL: rollout and update log-probs must agree
 
+    def networks(self) -> dict[str, nn.Module]:
+        return {
+            "regime": self.regime,
+            "structure": self.structure,
+            "tactical": self.tactical,
+            "risk": self.risk,
+        }
+
+    def encodings(self, data: MarketData) -> MarketEncodings:
+        """The frozen encoders over ``data``, computed on first use (keyed by the object: a market is not
+        copied between stages). Call :meth:`forget_encodings` after an encoder changes."""
+        hit = self._encodings.get(id(data))
+        if hit is None or hit[0] is not data:
+            hit = (data, encode_market(self.regime, self.structure, self.tactical, data))
+            self._encodings[id(data)] = hit
+        return hit[1]
+
+    def forget_encodings(self) -> None:
+        self._encodings.clear()
+
     @torch.no_grad()
-    def refresh(self, ctx: SlowContext, rows: np.ndarray, obs: dict[str, np.ndarray]) -> None:
-        """Run regime then structure on ``rows`` (a higher bar closed there, or the episode began)."""
+    def refresh(self, ctx: SlowContext, rows: np.ndarray, h: np.ndarray, enc: MarketEncodings) -> None:
+        """Regime then structure for envs ``rows`` at higher bars ``h`` (a higher bar closed there, or the
+        episode began): the regime from its cache, structure's head with the current weights."""
         if len(rows) == 0:
             return
-        reg = self.regime(_t(obs["regime"][rows]))
-        ctx.regime_msg[rows] = reg.message.numpy()
-        ctx.regime_probs[rows] = torch.softmax(reg.logits, -1).numpy()
-        msgs = reg.message[:, None, :]
-        mask = torch.ones(len(rows), 1, dtype=torch.bool)
-        st = self.structure(_t(obs["structure"][rows]), msgs, mask)
-        ctx.structure_msg[rows] = st.message.numpy()
-        ctx.structure_probs[rows] = torch.softmax(st.logits, -1).numpy()
-        ctx.size[rows] = st.size.numpy()
+        ctx.regime_msg[rows] = enc.regime.message[h]
+        ctx.regime_probs[rows] = enc.regime.probs[h]
+        st = structure_outputs(self.structure, enc.structure_h[h], enc.regime.message[h])
+        ctx.structure_msg[rows] = st.message
+        ctx.structure_probs[rows] = st.probs
+        ctx.size[rows] = st.size
         ctx.present[rows] = True
 
-    def agent_obs(self, ctx: SlowContext, obs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        n = len(ctx.present)
+    def agent_obs(
+        self, ctx: SlowContext, enc: MarketEncodings, t: np.ndarray, h: np.ndarray
+    ) -> list[np.ndarray]:
         p = ctx.present.astype(np.float32)[:, None]
-        s_obs = np.concatenate([obs["structure"].reshape(n, -1), ctx.regime_msg, p], 1)
-        t_obs = np.concatenate([obs["tactical"].reshape(n, -1), ctx.regime_msg, ctx.structure_msg, p, p], 1)
+        s_obs = np.concatenate([enc.structure_h[h], ctx.regime_msg, p], 1)
+        t_obs = np.concatenate([enc.tactical_h[t], ctx.regime_msg, ctx.structure_msg, p, p], 1)
         return [s_obs.astype(np.float32), t_obs.astype(np.float32)]
 
 
@@ -246,64 +213,48 @@ def team_state(env: VecMarketEnv, ctx: SlowContext, obs: dict[str, np.ndarray]) 
 
 class TeamVecEnv:
     """The market environment as MAPPO's :class:`~marlops.training.mappo.VecEnv`: agents structure (0) and
-    tactical (1); the risk agent and the frozen regime agent act inside :meth:`step`."""
+    tactical (1); the frozen regime agent speaks inside :meth:`step`. The risk agent allows everything here:
+    it trains afterwards, against the trained team (:mod:`marlops.training.risk`)."""
 
     n_agents = 2
 
-    def __init__(
-        self, env: VecMarketEnv, models: TeamModels, risk: RiskController, use_risk: bool = True
-    ) -> None:
-        self.env, self.models, self.risk = env, models, risk
+    def __init__(self, env: VecMarketEnv, models: TeamModels) -> None:
+        self.env, self.models = env, models
         self.n_envs = env.n
-        self.use_risk = use_risk
+        self.enc = models.encodings(env.data)
         self.ctx = SlowContext.empty(env.n)
         self._obs: dict[str, np.ndarray] = {}
         self._fresh = np.ones(env.n, bool)  # an episode starts at the next step
+        self._allow = np.full(env.n, int(RiskAction.ALLOW))
 
     def _view(self, obs: dict[str, np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         slow = np.asarray(obs["slow_step"], bool) | self._fresh
-        self.models.refresh(self.ctx, np.flatnonzero(slow), obs)
+        t = np.asarray(obs["bar_index"])
+        h = np.maximum(self.env.data.higher_of[t], 0)
+        rows = np.flatnonzero(slow)
+        self.models.refresh(self.ctx, rows, h[rows], self.enc)
         self._obs = obs
         acts = np.stack([slow, np.ones(self.n_envs, bool)], 1)
-        return self.models.agent_obs(self.ctx, obs), team_state(self.env, self.ctx, obs), acts
+        return self.models.agent_obs(self.ctx, self.enc, t, h), team_state(self.env, self.ctx, obs), acts
 
     def reset(self, seed: int) -> VecObs:
         self.env.rng = np.random.default_rng(seed)
         obs = self.env.reset()
         self.ctx = SlowContext.empty(self.n_envs)
         self._fresh = np.ones(self.n_envs, bool)
-        self.risk.reset_pending()
         o, s, a = self._view(obs)
         return VecObs(o, s, a)
 
     def step(self, actions: np.ndarray) -> VecStep:
-        obs, env = self._obs, self.env
-        slow = np.asarray(obs["slow_step"], bool) | self._fresh
-        level = np.asarray(STRUCTURE_BIAS_LEVELS, np.float32)[actions[:, 0]]
-        bias = np.where(slow, level, env.bias)
-        size = np.where(slow, self.ctx.size, env.size)
-        risk_obs = flatten_risk_obs(
-            obs["tactical"],
-            obs["structure"],
-            obs["regime"],
-            obs["portfolio"],
-            proposal(actions[:, 1], bias, size),
-        )
-        if self.use_risk:
-            risk_a = self.risk.act(risk_obs)
-        else:
-            risk_a = np.full(self.n_envs, int(RiskAction.ALLOW))
-        nxt, reward, done, _ = env.step(
+        nxt, reward, done, _ = self.env.step(
             {
                 "structure": actions[:, 0],
                 "size": self.ctx.size,
                 "tactical": actions[:, 1],
-                "risk": risk_a,
+                "risk": self._allow,
                 "structure_now": self._fresh,
             }
         )
-        if self.use_risk:
-            self.risk.observe(risk_obs, risk_a, reward, done)
         self._fresh = done.copy()
         self.ctx.present[done] = False
         o, s, a = self._view(nxt)
@@ -328,33 +279,19 @@ class MarketOutputs:
 
 
 @torch.no_grad()
-def market_outputs(models: TeamModels, data: MarketData, batch: int = 256) -> MarketOutputs:
-    first = int(max(data.warm_from, 0))
-    hs = np.unique(data.higher_of[first:])
-    hs = hs[hs >= 0]
-    n_h = len(data.regime)
-    reg_p = np.full((n_h, 4), 0.25, np.float32)
-    msg_r = np.zeros((n_h, MESSAGE_DIM), np.float32)
-    st_p = np.full((n_h, len(STRUCTURE_BIAS_LEVELS)), 1.0 / len(STRUCTURE_BIAS_LEVELS), np.float32)
-    msg_s = np.zeros((n_h, MESSAGE_DIM), np.float32)
-    size = np.zeros(n_h, np.float32)
-    for i in range(0, len(hs), batch):
-        h = hs[i : i + batch]
-        reg = models.regime(_t(data.regime[h]))
-        reg_p[h], msg_r[h] = torch.softmax(reg.logits, -1).numpy(), reg.message.numpy()
-        st = models.structure(
-            _t(data.structure[h]), reg.message[:, None, :], torch.ones(len(h), 1, dtype=torch.bool)
-        )
-        st_p[h], msg_s[h], size[h] = torch.softmax(st.logits, -1).numpy(), st.message.numpy(), st.size.numpy()
+def market_outputs(models: TeamModels, data: MarketData, batch: int = 4096) -> MarketOutputs:
+    enc = encode_market(models.regime, models.structure, models.tactical, data)
+    st = structure_outputs(models.structure, enc.structure_h, enc.regime.message)
     logits = np.zeros((len(data), 5), np.float32)
-    ts = np.arange(first, len(data))
+    ts = np.arange(max(data.warm_from, 0), len(data))
+    models.tactical.eval()
     for i in range(0, len(ts), batch):
         t = ts[i : i + batch]
         h = np.maximum(data.higher_of[t], 0)
-        msgs = torch.as_tensor(np.stack([msg_r[h], msg_s[h]], 1))
-        out = models.tactical(_t(data.tactical[t]), msgs, torch.ones(len(t), 2, dtype=torch.bool))
+        msgs = torch.as_tensor(np.stack([enc.regime.message[h], st.message[h]], 1))
+        out = models.tactical.head(_t(enc.tactical_h[t]), msgs, torch.ones(len(t), 2, dtype=torch.bool))
         logits[t] = out.logits.numpy()
-    return MarketOutputs(id(data), reg_p, st_p, size, logits)
+    return MarketOutputs(id(data), enc.regime.probs, st.probs, st.size, logits)
 
 
 class TrainedTeam:
@@ -388,6 +325,28 @@ class TrainedTeam:
         self.bias = np.zeros(n_envs, np.float32)
 
     @torch.no_grad()
+    def _step_by_step(self, obs: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+        """The serving path: every network on this step's matrices (batch = the environments)."""
+        m, ctx = self.models, self.ctx
+        if len(rows):
+            reg = m.regime(_t(obs["regime"][rows]))
+            ctx.regime_msg[rows] = reg.message.numpy()
+            ctx.regime_probs[rows] = torch.softmax(reg.logits, -1).numpy()
+            st = m.structure(
+                _t(obs["structure"][rows]),
+                reg.message[:, None, :],
+                torch.ones(len(rows), 1, dtype=torch.bool),
+            )
+            ctx.structure_msg[rows] = st.message.numpy()
+            ctx.structure_probs[rows] = torch.softmax(st.logits, -1).numpy()
+            ctx.size[rows] = st.size.numpy()
+            ctx.present[rows] = True
+        n = len(ctx.present)
+        msgs = torch.as_tensor(np.stack([ctx.regime_msg, ctx.structure_msg], 1))
+        mask = torch.as_tensor(np.stack([ctx.present, ctx.present], 1))
+        return m.tactical(_t(obs["tactical"]), msgs, mask).logits.argmax(-1).numpy().reshape(n)
+
+    @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(obs["slow_step"])
         if len(self.first) != n:
@@ -405,9 +364,7 @@ class TrainedTeam:
             self.ctx.size[rows] = pre.size[h]
             tactical = pre.tactical_logits[t].argmax(-1)
         else:
-            self.models.refresh(self.ctx, rows, obs)
-            _, t_obs = self.models.agent_obs(self.ctx, obs)
-            tactical = self.models.tactical_actor.dist(_t(t_obs)).logits.argmax(-1).numpy()
+            tactical = self._step_by_step(obs, rows)
         # the mode level, as the serving graph computes it (StructureServing)
         levels = np.asarray(STRUCTURE_BIAS_LEVELS, np.float32)
         self.bias[rows] = levels[self.ctx.structure_probs[rows].argmax(-1)]

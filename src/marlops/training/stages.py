@@ -1,0 +1,311 @@
+"""The four training stages, in the order :func:`marlops.training.market.train_team` runs them.
+
+1. **regime** — the regime agent on the true regimes (:mod:`.regime`); then frozen.
+2. **structure** — its encoder and heads on the forward-return utility of its bias levels (:mod:`.pretrain`),
+   reading the frozen regime agent's messages; then its encoder is frozen.
+3. **tactical** — its encoder and heads on carrying out structure's decisions; then its encoder is frozen.
+4. **team** — MAPPO fine-tunes structure's and tactical's communication and heads over the cached
+   encodings (:mod:`.team`) with the centralized critic, and the risk agent's double DQN learns on the same
+   rollouts (:mod:`.risk`).
+
+Each stage reads and writes its own entry of the run's checkpoint (``state[stage]``), logs one JSON line
+per epoch or update and skips whatever a resumed checkpoint says is done, so a killed run resumes inside
+the stage it was in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from marlops.agents.specs import load_specs
+from marlops.env.market_env import EnvConfig, MarketData, VecMarketEnv
+from marlops.training import distributed
+from marlops.training.checkpoint import save_checkpoint
+from marlops.training.config import TrainConfig
+from marlops.training.dqn import DQNConfig
+from marlops.training.encodings import encode_regime
+from marlops.training.mappo import MAPPO, MAPPOConfig, _EpisodeLog
+from marlops.training.pretrain import (
+    StructurePretrainer,
+    TacticalPretrainer,
+    _EpochTrainer,
+    structure_samples,
+    tactical_samples,
+)
+from marlops.training.regime import RegimeSamples, RegimeTrainer, regime_samples
+from marlops.training.risk import RiskController, proposal
+from marlops.training.team import TeamCritic, TeamModels, TeamVecEnv, TrainedTeam
+
+STAGES = ("regime", "structure", "tactical", "team", "risk")
+
+
+@dataclass
+class StageContext:
+    """What every stage shares: the run's settings, the models, the training markets and the bookkeeping."""
+
+    cfg: TrainConfig
+    models: TeamModels
+    markets: list[MarketData]
+    dist: distributed.Dist
+    out: Path
+    state: dict[str, Any]  # the checkpoint being built (resumed entries included)
+    progress: bool
+    log: Callable[[dict[str, Any]], None]
+    step: int = 0  # checkpoint counter
+    start: float = field(default_factory=time.perf_counter)
+
+    def checkpoint(self, stage: str) -> None:
+        self.step += 1
+        if self.dist.is_main:
+            self.state.update(config=self.cfg.key(), step=self.step, stage=stage)
+            save_checkpoint(self.out / "checkpoints", self.step, self.state)
+
+    def bar(self, total: int, done: int, desc: str, unit: str) -> tqdm:
+        return tqdm(total=total, initial=done, desc=desc, unit=unit, disable=not self.progress)
+
+
+def _epochs(
+    ctx: StageContext, name: str, trainer: _EpochTrainer | RegimeTrainer, epochs: int, per_epoch: int
+) -> None:
+    """Run a supervised trainer's remaining epochs, logging and checkpointing after each."""
+    with ctx.bar(epochs * per_epoch, trainer.epochs_done * per_epoch, name, "batch") as bar:
+        while trainer.epochs_done < epochs:
+            if isinstance(trainer, RegimeTrainer):
+                m = trainer.epoch(ctx.cfg.regime.max_samples, progress=bar.update)
+            else:
+                m = trainer.epoch(progress=bar.update)
+            m = {k: ctx.dist.mean(v) for k, v in m.items()}
+            ctx.state[name] = trainer.state_dict()
+            ctx.log(
+                {"stage": name, "epoch": trainer.epochs_done, **m, "wall_s": time.perf_counter() - ctx.start}
+            )
+            ctx.checkpoint(name)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in list(m.items())[:2]})
+
+
+# -------------------------------------------------------------------------------------------------- regime
+
+
+def run_regime(ctx: StageContext) -> None:
+    cfg, regime_net = ctx.cfg.regime, ctx.models.regime
+    parts = [regime_samples(d) for d in ctx.markets]
+    samples = RegimeSamples(
+        np.concatenate([p.x for p in parts]),
+        np.concatenate([p.label for p in parts]),
+        np.concatenate([p.log_vol for p in parts]),
+    )
+    batch = cfg.batch_size or regime_net.spec.training.batch_size
+    n = min(len(samples), cfg.max_samples or len(samples))
+    per_epoch = max(1, n // ctx.dist.world_size // batch)
+    trainer = RegimeTrainer(
+        regime_net, samples, ctx.dist, seed=ctx.cfg.seed + ctx.dist.rank, total_steps=per_epoch * cfg.epochs
+    )
+    trainer.batch_size = batch
+    if cfg.lr is not None:
+        trainer.lr = cfg.lr
+    if "regime" in ctx.state:
+        trainer.load_state_dict(ctx.state["regime"])
+    _epochs(ctx, "regime", trainer, cfg.epochs, per_epoch)
+    regime_net.eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------- structure
+
+
+def run_structure(ctx: StageContext) -> None:
+    m, cfg = ctx.models, ctx.cfg.structure
+    markets = [(d, encode_regime(m.regime, d).message) for d in ctx.markets]
+    trainer = StructurePretrainer(
+        m.structure, structure_samples(markets, cfg), cfg, ctx.dist, seed=ctx.cfg.seed + 1
+    )
+    if "structure" in ctx.state:
+        trainer.load_state_dict(ctx.state["structure"])
+    _epochs(ctx, "structure", trainer, cfg.epochs, trainer.batches_per_epoch())
+    m.structure.eval()
+    m.forget_encodings()
+
+
+# ------------------------------------------------------------------------------------------------ tactical
+
+
+def run_tactical(ctx: StageContext) -> None:
+    m, cfg = ctx.models, ctx.cfg.tactical
+    markets = [(d, m.encodings(d)) for d in ctx.markets]
+    trainer = TacticalPretrainer(
+        m.tactical, tactical_samples(markets, m.structure), cfg, ctx.dist, seed=ctx.cfg.seed + 2
+    )
+    if "tactical" in ctx.state:
+        trainer.load_state_dict(ctx.state["tactical"])
+    _epochs(ctx, "tactical", trainer, cfg.epochs, trainer.batches_per_epoch())
+    m.tactical.eval()
+    m.forget_encodings()
+
+
+# ---------------------------------------------------------------------------------------------------- team
+
+
+@dataclass
+class TeamStage:
+    """The team stage's trainer (kept by the orchestrator for the summary)."""
+
+    mappo: MAPPO
+    critic: TeamCritic
+    last: dict[str, float] = field(default_factory=dict)
+
+
+def make_team_stage(ctx: StageContext) -> TeamStage:
+    cfg, m = ctx.cfg.team, ctx.models
+    critic = TeamCritic()
+    mappo = MAPPO(
+        [m.structure_actor, m.tactical_actor],
+        critic,
+        MAPPOConfig(
+            total_steps=cfg.updates * cfg.rollout_steps * cfg.n_envs,
+            rollout_steps=cfg.rollout_steps,
+            gamma=cfg.gamma,
+            lr_actor=cfg.lr,
+            lr_critic=3 * cfg.lr,
+            update_epochs=cfg.ppo_epochs,
+            n_minibatches=cfg.n_minibatches,
+            ent_coef=cfg.ent_coef,
+            clip_coef=cfg.clip_coef,
+            max_grad_norm=0.5,
+            seed=ctx.cfg.seed + ctx.dist.rank,
+            progress=False,
+        ),
+        ctx.dist,
+    )
+    if "mappo" in ctx.state:
+        mappo.load_state_dict(ctx.state["mappo"])
+    return TeamStage(mappo, critic)
+
+
+def _env(ctx: StageContext, data: MarketData, n_envs: int, seed: int, **config: Any) -> VecMarketEnv:
+    return VecMarketEnv(data, n_envs, EnvConfig(episode_bars=ctx.cfg.episode_bars, **config), seed=seed)
+
+
+def run_team(
+    ctx: StageContext, stage: TeamStage, on_update: Callable[[dict[str, float]], None] | None
+) -> None:
+    cfg, mappo = ctx.cfg.team, stage.mappo
+    envs = [
+        TeamVecEnv(_env(ctx, d, cfg.n_envs, ctx.cfg.seed + i), ctx.models)
+        for i, d in enumerate(_shard(ctx.markets, ctx.dist))
+    ]
+    current = -1
+    with ctx.bar(cfg.updates, mappo.updates_done, "team", "upd") as bar:
+        while mappo.updates_done < cfg.updates:
+            k = mappo.updates_done % len(envs)
+            if k != current:  # markets take turns; a switch starts fresh episodes there
+                mappo.reset(envs[k], ctx.cfg.seed + 17 * ctx.dist.rank + mappo.updates_done)
+                current = k
+            log = _EpisodeLog()
+            buf = mappo.collect(envs[k], cfg.rollout_steps, log)
+            metrics = mappo.update(buf)
+            mappo.updates_done += 1
+            metrics.update(
+                update=mappo.updates_done,
+                reward_mean=float(buf.rewards[..., 0].mean()),
+                episode_return=float(np.mean(log.returns)) if log.returns else float("nan"),
+                env_steps=mappo.updates_done * cfg.rollout_steps * cfg.n_envs * ctx.dist.world_size,
+                wall_s=time.perf_counter() - ctx.start,
+            )
+            metrics = {k: ctx.dist.mean(float(v)) for k, v in metrics.items()}
+            stage.last = metrics
+            ctx.log({"stage": "team", **metrics})
+            if mappo.updates_done % ctx.cfg.checkpoint_every == 0 or mappo.updates_done == cfg.updates:
+                ctx.state["mappo"] = mappo.state_dict()
+                ctx.checkpoint("team")
+            if on_update is not None:
+                on_update(metrics)
+            bar.update(1)
+            bar.set_postfix(r=f"{metrics['reward_mean']:.4f}", ev=f"{metrics['explained_variance']:.2f}")
+    for net in (ctx.models.structure, ctx.models.tactical):
+        net.eval()
+
+
+def _shard(markets: Sequence[MarketData], dist: distributed.Dist) -> list[MarketData]:
+    """The markets worker ``rank`` simulates: every ``world_size``-th from its rank (all of them if fewer)."""
+    mine = list(markets[dist.rank :: dist.world_size])
+    return mine or [markets[dist.rank % len(markets)]]
+
+
+# ---------------------------------------------------------------------------------------------------- risk
+
+
+def run_risk(ctx: StageContext) -> dict[str, float]:
+    """The risk agent's DQN against the frozen, greedy team (see :mod:`.risk`); ``steps`` env steps of
+    ``n_envs`` environments per market in turn, ``1 / train_every`` gradient steps per env step."""
+    cfg, m = ctx.cfg.risk, ctx.models
+    markets = _shard(ctx.markets, ctx.dist)
+    risk = RiskController(
+        m.risk,
+        DQNConfig.from_spec(
+            load_specs()["risk"],
+            learning_starts=cfg.learning_starts,
+            buffer_size=cfg.buffer_size,
+            batch_size=cfg.batch_size,
+            epsilon_decay_steps=cfg.epsilon_decay_steps,
+            target_update=cfg.target_update,
+            train_every=cfg.train_every,
+        ),
+        markets,
+        seed=ctx.cfg.seed + ctx.dist.rank,
+        grad_hook=ctx.dist.all_reduce_grads,
+    )
+    ctx.dist.broadcast_module(m.risk)
+    risk.learner.sync_target()
+    if "risk" in ctx.state:
+        risk.learner.load_state_dict(ctx.state["risk"]["learner"])
+        risk.env_steps = int(ctx.state["risk"]["env_steps"])
+    done_steps = risk.env_steps // (cfg.n_envs * len(markets))
+    last: dict[str, float] = {}
+    team = TrainedTeam(m, use_risk=False)
+    with ctx.bar(cfg.steps, done_steps, "risk", "step") as bar:
+        while done_steps < cfg.steps:
+            k = (done_steps // cfg.steps_per_market) % len(markets)
+            data = markets[k]
+            env = _env(
+                ctx,
+                data,
+                cfg.n_envs,
+                ctx.cfg.seed + 101 * k + done_steps,
+                drawdown_penalty=cfg.drawdown_penalty,
+            )
+            obs = env.reset()
+            team.reset(cfg.n_envs)
+            team.prepare(data)
+            risk.reset_pending()
+            for _ in range(min(cfg.steps_per_market, cfg.steps - done_steps)):
+                a = team.act(obs)
+                where = np.stack([np.full(cfg.n_envs, k), obs["bar_index"]], 1)
+                records = np.concatenate([obs["portfolio"], proposal(a["tactical"], a["bias"], a["size"])], 1)
+                a["risk"] = risk.act(where, records)
+                obs, reward, done, _ = env.step(a)
+                risk.observe(where, records, a["risk"], reward, done)
+                team.first |= done  # a finished episode restarts: the slow agents speak at its first step
+                done_steps += 1
+                if done_steps % cfg.train_every == 0:
+                    last = risk.train(1) or last
+                bar.update(1)
+                if done_steps % cfg.checkpoint_steps == 0 or done_steps == cfg.steps:
+                    ctx.state["risk"] = {"learner": risk.learner.state_dict(), "env_steps": risk.env_steps}
+                    ctx.log(
+                        {
+                            "stage": "risk",
+                            "env_steps": risk.env_steps,
+                            "epsilon": risk.config.epsilon(risk.env_steps),
+                            **last,
+                            "wall_s": time.perf_counter() - ctx.start,
+                        }
+                    )
+                    ctx.checkpoint("risk")
+    m.risk.eval()
+    return last
