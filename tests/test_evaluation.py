@@ -511,6 +511,7 @@ def test_evaluate_and_report_writes_every_policy(tmp_path, test_data, clf) -> No
             assert np.prod(1 + np.array(daily)) - 1 == pytest.approx(total, abs=1e-8)
     iv = doc["intervals"]["with_costs"]
     assert iv["method"]["n_resamples"] == 2000 and iv["team"] == "hmm_momentum"
+    assert iv["n_days"] == len(doc["days"]["seed 12"]) and "only" in iv["note"]  # 3 days: rough intervals
     for p in pols:
         sh = iv["policies"][p]["sharpe"]
         assert sh["low"] <= sh["point"] <= sh["high"]
@@ -518,6 +519,7 @@ def test_evaluate_and_report_writes_every_policy(tmp_path, test_data, clf) -> No
     assert [r["check"] for r in doc["goal_table"]][:2] == ["buy_and_hold_trips", "regime_accuracy"]
     page = (tmp_path / "report.html").read_text()
     assert "measured [95 % interval]" in page and page.index("goaltable") < page.index("<img")
+    assert "<b>Note:</b> only" in page
     assert "limit exits" in page and "trips/day" in page
     assert page.count("<img") >= 4 and "hmm_momentum" in page and "<script" not in page
     assert (tmp_path / "report.html").stat().st_size < 2_000_000

@@ -334,18 +334,31 @@ def goal_table(goals: Mapping[str, Any]) -> list[GoalRow]:
     acc = g.get("balanced_accuracy")
     target = str(g.get("goal", f">= {MIN_BALANCED_ACCURACY}")).removesuffix(" (lower 95 % bound)")
     rows.append(
-        _row("regime_accuracy", f"{team} regime balanced accuracy", g, format_interval(acc, "{:.3f}"),
-             target, acc)
-    )  # fmt: skip
+        _row(
+            "regime_accuracy",
+            f"{team} regime balanced accuracy",
+            g,
+            format_interval(acc, "{:.3f}"),
+            target,
+            acc,
+        )
+    )
     g = goals.get("team_beats_baselines") or {}
     diffs: Mapping[str, Any] = g.get("sharpe_difference") or {}
     if not diffs:
         rows.append(_row("team_beats_baselines", f"{team} Sharpe − baselines' Sharpe", g, "–", "> 0"))
     for p, d in diffs.items():
         rows.append(
-            _row("team_beats_baselines", f"{team} Sharpe − {p} Sharpe", g, format_interval(d), "> 0", d,
-                 _iv(d).above(0.0))
-        )  # fmt: skip
+            _row(
+                "team_beats_baselines",
+                f"{team} Sharpe − {p} Sharpe",
+                g,
+                format_interval(d),
+                "> 0",
+                d,
+                _iv(d).above(0.0),
+            )
+        )
     g = goals.get("team_half_oracle") or {}
     d = g.get("difference")
     rows.append(
@@ -359,11 +372,25 @@ def goal_table(goals: Mapping[str, Any]) -> list[GoalRow]:
     cut_ok = _iv(cut).above(MIN_DRAWDOWN_CUT - _EPS, strict=False)
     cost_ok = _iv(cost).below(MAX_RETURN_COST + _EPS, strict=False)
     rows.append(
-        _row("risk_agent", "risk agent: max drawdown cut vs its ablation", g, format_interval(cut, "{:.0%}"),
-             f">= {MIN_DRAWDOWN_CUT:.0%}", cut, cut_ok)
-    )  # fmt: skip
+        _row(
+            "risk_agent",
+            "risk agent: max drawdown cut vs its ablation",
+            g,
+            format_interval(cut, "{:.0%}"),
+            f">= {MIN_DRAWDOWN_CUT:.0%}",
+            cut,
+            cut_ok,
+        )
+    )
     rows.append(
-        _row("risk_agent", "risk agent: return given up vs its ablation", g, format_interval(cost, "{:.0%}"),
-             f"<= {MAX_RETURN_COST:.0%}", cost, cost_ok)
-    )  # fmt: skip
+        _row(
+            "risk_agent",
+            "risk agent: return given up vs its ablation",
+            g,
+            format_interval(cost, "{:.0%}"),
+            f"<= {MAX_RETURN_COST:.0%}",
+            cost,
+            cost_ok,
+        )
+    )
     return rows

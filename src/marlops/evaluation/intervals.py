@@ -172,6 +172,7 @@ def t_interval(
 
 
 _NO_INTERVAL = Interval(None, None, None)
+FEW_DAYS = 20  # below this many evaluated days (all markets), the intervals carry a warning
 
 
 @dataclass(frozen=True)
@@ -225,9 +226,25 @@ class EvaluationIntervals:
     drawdown_cut_per_market: dict[str, float | None] = field(default_factory=dict)
     return_cost: Interval = _NO_INTERVAL  # of the team's mean daily return against the ablation's
 
+    @property
+    def n_days(self) -> int:
+        return sum(len(d) for d in self.days.values())
+
+    @property
+    def note(self) -> str | None:
+        """A warning when the evaluation is too short for the bootstrap to mean much."""
+        if self.n_days >= FEW_DAYS:
+            return None
+        return (
+            f"only {self.n_days} evaluated day(s): a day-block bootstrap over so few days gives rough, "
+            "often degenerate intervals; evaluate on more markets or days"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "costs": COST_LABEL[self.costs],
+            "n_days": self.n_days,
+            "note": self.note,
             "method": {
                 "bootstrap": "paired day-block, stratified per market, percentile intervals",
                 "n_resamples": self.config.n_resamples,

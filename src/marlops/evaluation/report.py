@@ -427,11 +427,14 @@ def write_report(
         "regime accuracy scored at the 30-minute closes. Metrics are defined in docs/evaluation.md.</p>"
     )
     method = next(iter(ivs.values())).config if ivs else IntervalConfig()
+    note = next((iv.note for iv in ivs.values() if iv.note), None)  # the same days in every cost setting
     parts.append(
-        "<h2>Goals (net of costs)</h2><p>A claim holds only if its interval does. Intervals: "
+        f"<h2>Goals ({'net of costs' if (result.goals or {}).get('costs', True) else 'without costs'})</h2>"
+        "<p>A claim holds only if its interval does. Intervals: "
         f"{method.level:.0%}, paired day-block bootstrap over the held-out markets ({method.n_resamples:,} "
         f"resamples, seed {method.seed}); Sharpe of daily returns annualized by √{method.days_per_year:g}; "
         "max drawdown per market, its interval a Student-t over markets.</p>"
+        + (f"<p><b>Note:</b> {html.escape(note)}.</p>" if note else "")
         + _goal_table_html(result.goals)
         + "<details><summary>Goal checks in full</summary>"
         + _goals_html(result.goals)
