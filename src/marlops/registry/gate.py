@@ -96,6 +96,9 @@ class GateConfig(BaseModel):
     policy: str = Field("team", description="Policy of report.json whose figures are compared.")
     costs: str = Field("with_costs", description="Cost setting of report.json: with_costs | without_costs.")
     min_sharpe_gain: float = Field(0.0, description="Challenger Sharpe must exceed the champion's by more.")
+    # 0.5 annualized Sharpe: the largest loss we accept to risk when swapping champions (about the gap
+    # between a decent and a good strategy, 1.0 vs 1.5). Deliberately not scaled to the noise: a short
+    # evaluation gives a wide interval, and then only a large gain is promoted (docs/registry.md).
     sharpe_noise_margin: float = Field(
         0.5,
         ge=0.0,
