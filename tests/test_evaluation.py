@@ -23,10 +23,12 @@ from marlops.evaluation.baselines import (
     oracle_policy,
     training_rows,
 )
-from marlops.evaluation.goals import check_goals
+from marlops.evaluation.goals import GOAL_KEYS, check_buy_and_hold_trips, check_goals, goal_table
 from marlops.evaluation.report import evaluate_and_report
 from marlops.evaluation.runner import (
+    EpisodeRecord,
     EvaluationResult,
+    episode_metrics,
     evaluate,
     evaluate_walk_forward,
     market_data_from_dataset,
@@ -284,32 +286,178 @@ def test_walk_forward_fits_on_the_training_part_only() -> None:
         np.testing.assert_array_equal(rec.price, data.close[s.test[0] : s.test[1] - 1])
 
 
-def test_goal_checks_by_hand() -> None:
-    res = EvaluationResult(["m"], ["team", "team_no_risk", "oracle", "bh"])
+def _record(market, policy, daily, trips_per_day=0, own_exit=True, accuracy=None, seed=0) -> EpisodeRecord:
+    """A constructed episode: ``daily`` returns spread evenly over 288 bars a day, ``trips_per_day`` trips
+    closed by the policy (``own_exit``) or by a limit, regime predictions right at ``accuracy``."""
+    bars, n_days = M.BARS_PER_DAY, len(daily)
+    n = bars * n_days
+    per_bar = np.repeat((1 + np.asarray(daily)) ** (1 / bars) - 1, bars)
+    equity = 1e5 * np.r_[1.0, np.cumprod(1 + per_bar)]
+    position, tactical = np.zeros(n), np.full(n, int(TacticalAction.HOLD))
+    for j in range(trips_per_day):  # trip j of every day: open at bar 10 + 40 j, closed at bar 30 + 40 j
+        for d in range(n_days):
+            k = d * bars + 10 + 40 * j
+            position[k : k + 20] = 1.0
+            tactical[k] = int(TacticalAction.ENTER_LONG)
+            tactical[k + 20] = int(TacticalAction.EXIT_POSITION if own_exit else TacticalAction.HOLD)
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 4, n)
+    pred = np.full(n, -1)
+    if accuracy is not None:
+        pred = np.where(rng.random(n) < accuracy, label, (label + 1 + rng.integers(0, 3, n)) % 4)
+    zeros = np.zeros(n, np.int64)
+    return EpisodeRecord(
+        market, policy, True, 0, np.full(n + 1, 100.0), equity, position, np.diff(np.r_[0.0, position]),
+        np.zeros(n), zeros, np.zeros(n), tactical, zeros, pred, label, np.arange(n) % 6 == 5,
+        np.repeat(np.arange(20_000, 20_000 + n_days), bars),
+    )  # fmt: skip
+
+
+def _result(records: list[EpisodeRecord]) -> EvaluationResult:
+    res = EvaluationResult(
+        list(dict.fromkeys(r.market for r in records)), list(dict.fromkeys(r.policy for r in records))
+    )
+    for r in records:
+        res.records[(r.market, r.policy, True)] = r
+        res.metrics[(r.market, r.policy, True)] = episode_metrics(r)
+    return res
+
+
+def _constructed(
+    team_mean: float = 0.003,
+    bh_edge: float | None = None,
+    bh_noise: float = 0.003,
+    markets: int = 5,
+    days: int = 20,
+):
+    """team: steady, 2 own round trips a day, 90 % regime accuracy; team_no_risk: the same days with twice
+    the swings and a lower mean; oracle: the team's own returns; bh: independent noise (or the team's
+    returns plus ``bh_edge`` and some noise of its own), long all along with two limit exits a market."""
+    rng = np.random.default_rng(0)
+    recs = []
+    for i in range(markets):
+        m = f"m{i}"
+        eps = rng.standard_normal(days)
+        eps -= eps.mean()
+        team = team_mean + 0.004 * eps
+        noise = rng.standard_normal(days)
+        bh = 0.004 * noise if bh_edge is None else team + bh_edge + bh_noise * noise
+        recs += [
+            _record(m, "team", team, trips_per_day=2, accuracy=0.9, seed=i),
+            _record(m, "team_no_risk", 0.002 + 0.008 * eps, trips_per_day=2),
+            _record(m, "oracle", team, accuracy=1.0),
+            _record(m, "bh", bh),
+        ]
+        bh_rec = recs[-1]
+        bh_rec.position[:] = 1.0  # long from the start, stopped out twice and re-entered a bar later
+        for k in (1_000, 3_000):
+            bh_rec.position[k] = 0.0
+            bh_rec.tactical[k + 1] = int(TacticalAction.ENTER_LONG)
+        bh_rec.tactical[0] = int(TacticalAction.ENTER_LONG)
+    return _result(recs)
+
+
+def test_goal_checks_on_intervals_by_hand() -> None:
+    res = _constructed()
+    g = check_goals(res, baselines=None, buy_and_hold="bh")
+    assert {k: g[k]["status"] for k in GOAL_KEYS} == dict.fromkeys(GOAL_KEYS, "pass")
+    beat = g["team_beats_baselines"]
+    assert set(beat["beaten"]) == {"team_no_risk", "bh"} and beat["not_beaten"] == []
+    for p in ("team_no_risk", "bh"):
+        d = beat["sharpe_difference"][p]
+        assert d["low"] > 0 and d["low"] <= d["point"] <= d["high"]
+    # the oracle earns what the team earns: team − ½ oracle is half the team's Sharpe, on every replicate
+    half = g["team_half_oracle"]
+    assert half["difference"]["point"] == pytest.approx(0.5 * half["team_sharpe"]["point"])
+    assert half["ratio"] == pytest.approx(1.0)
+    # the drawdown cut: per market 1 − mdd_team / mdd_ablation, its mean and a t-interval over markets
+    risk = g["risk_agent"]
+    cuts = [
+        1
+        - M.max_drawdown(res.records[(m, "team", True)].equity)
+        / M.max_drawdown(res.records[(m, "team_no_risk", True)].equity)
+        for m in res.markets
+    ]
+    assert risk["drawdown_cut_per_market"] == pytest.approx(dict(zip(res.markets, cuts, strict=True)))
+    assert (
+        risk["drawdown_cut"]["point"] == pytest.approx(np.mean(cuts)) and risk["drawdown_cut"]["low"] >= 0.3
+    )
+    assert risk["return_cost"]["high"] <= 0.2
+    assert g["team_trades"]["round_trips_per_day"]["point"] == pytest.approx(2.0)
+    assert g["team_trades"]["round_trips_per_day"]["low"] == pytest.approx(2.0)  # every day the same
+    acc = g["regime_accuracy"]["balanced_accuracy"]
+    assert acc["low"] < acc["point"] < acc["high"] and acc["point"] == pytest.approx(0.9, abs=0.01)
+    trips = g["buy_and_hold_trips"]["markets"]["m0"]
+    assert (trips["entries"], trips["limit_exits"], trips["own_exits"]) == (3, 2, 0)
+    rows = goal_table(g)
+    assert [r.status for r in rows] == ["pass"] * len(rows) and len(rows) == 8
+    assert rows[2].figure == "team Sharpe − team_no_risk Sharpe" and "[" in rows[2].measured
+
+    # buy-and-hold a little worse than the team, but within noise: not beaten
+    g = check_goals(_constructed(bh_edge=-0.0001), buy_and_hold="bh")
+    assert g["team_beats_baselines"]["status"] == "fail" and g["team_beats_baselines"]["not_beaten"] == ["bh"]
+    d = g["team_beats_baselines"]["sharpe_difference"]["bh"]
+    assert d["low"] <= 0 < d["high"]
+    # …while a sure edge, however small, is significant: the same days, always a little better
+    g = check_goals(_constructed(bh_edge=-0.0001, bh_noise=0.0), buy_and_hold="bh")
+    assert g["team_beats_baselines"]["status"] == "pass"
+    # a team that gives up half the ablation's return: the risk agent costs too much
+    g = check_goals(_constructed(team_mean=0.001), buy_and_hold="bh")
+    assert g["risk_agent"]["status"] == "fail" and g["risk_agent"]["return_cost"]["point"] == pytest.approx(
+        0.5
+    )
+    # one market: no interval over markets, so no drawdown claim
+    g = check_goals(_constructed(markets=1), buy_and_hold="bh")
+    assert g["risk_agent"]["status"] == "fail" and "two markets" in g["risk_agent"]["note"]
+    # regime accuracy below 0.85 passes only within 0.03 of a measured ceiling
+    res = _constructed()
+    for m in res.markets:
+        rec = _record(m, "team", np.zeros(20), trips_per_day=2, accuracy=0.8, seed=1)
+        res.records[(m, "team", True)] = rec
+    assert check_goals(res, buy_and_hold="bh")["regime_accuracy"]["status"] == "fail"
+    near = check_goals(res, buy_and_hold="bh", regime_ceiling=0.80)["regime_accuracy"]
+    assert near["status"] == "pass" and near["required"] == pytest.approx(0.77)
+    assert check_goals(res, buy_and_hold="bh", regime_ceiling=0.9)["regime_accuracy"]["status"] == "fail"
+    # fewer than a round trip a day fails
+    for m in res.markets:
+        res.records[(m, "team", True)] = _record(m, "team", np.zeros(20))
+    assert check_goals(res, buy_and_hold="bh")["team_trades"]["status"] == "fail"
+    missing = check_goals(res, team="nobody", buy_and_hold="nobody")
+    assert all(missing[k]["status"] == "skipped" for k in GOAL_KEYS)
+
+
+def test_buy_and_hold_trips_check_on_constructed_records() -> None:
+    def bh(position, tactical):
+        rec = _record("m", "buy_and_hold", np.zeros(1))
+        rec.position[:] = 0.0
+        rec.position[: len(position)] = position
+        rec.tactical[:] = int(TacticalAction.HOLD)
+        rec.tactical[: len(tactical)] = tactical
+        return check_buy_and_hold_trips(_result([rec]))
+
+    L, H, X = int(TacticalAction.ENTER_LONG), int(TacticalAction.HOLD), int(TacticalAction.EXIT_POSITION)
+    ok = bh([1, 1, 0, 1, 1, 0, 1] + [1] * 100, [L, H, H, L, H, H, L])  # 2 limit exits, 3 entries, open
+    assert ok["status"] == "pass" and ok["markets"]["m"]["expected_entries"] == 3
+    own = bh([1, 1, 0, 1], [L, H, X, L])  # closed by its own exit: churn, not buy-and-hold
+    assert own["status"] == "fail" and own["markets"]["m"]["own_exits"] == 1
+    flat = bh([1, 1, 0], [L, H, H])  # stopped out, episode over before the re-entry: entries = limit exits
+    assert flat["status"] == "pass" and flat["markets"]["m"]["ends_open"] is False
+    never = bh([], [])
+    assert never["status"] == "fail" and never["markets"]["m"]["entries"] == 0
+    assert check_buy_and_hold_trips(_result([_record("m", "x", np.zeros(1))]))["status"] == "skipped"
+
+
+def test_goal_checks_without_records_are_skipped_not_guessed() -> None:
+    res = EvaluationResult(["m"], ["team", "team_no_risk", "oracle", "buy_and_hold"])
     base = {"max_drawdown": 0.1, "total_return": 0.1, "regime_balanced_accuracy": None}
     res.metrics = {
-        ("m", "team", True): {"sharpe": 2.0, "max_drawdown": 0.07, "total_return": 0.085,
-                              "regime_balanced_accuracy": 0.9},
-        ("m", "team_no_risk", True): {"sharpe": 1.5, **base},
-        ("m", "oracle", True): {"sharpe": 3.9, **base},
-        ("m", "bh", True): {"sharpe": 1.9, **base},
-    }  # fmt: skip
+        ("m", "team", True): {"sharpe": 2.0, **base},
+        ("m", "buy_and_hold", True): {"entries": 2.0, "limit_exits": 1.0, "round_trips": 1.0, **base},
+    }
     g = check_goals(res)
-    assert g["team_beats_baselines"]["status"] == "pass"
-    assert set(g["team_beats_baselines"]["beaten"]) == {"team_no_risk", "bh"}
-    assert g["team_half_oracle"]["status"] == "pass" and g["team_half_oracle"]["ratio"] == pytest.approx(
-        2 / 3.9
-    )
-    assert g["risk_agent"]["drawdown_cut"] == pytest.approx(0.3)
-    assert g["risk_agent"]["return_cost"] == pytest.approx(0.15) and g["risk_agent"]["status"] == "pass"
-    assert g["regime_accuracy"]["status"] == "pass"
-    res.metrics[("m", "bh", True)]["sharpe"] = 2.5
-    res.metrics[("m", "team", True)]["total_return"] = 0.07
-    g = check_goals(res)
-    assert g["team_beats_baselines"]["status"] == "fail" and g["team_beats_baselines"]["not_beaten"] == ["bh"]
-    assert g["risk_agent"]["status"] == "fail"
-    missing = check_goals(res, team="nobody")
-    assert all(missing[k]["status"] == "skipped" for k in ("team_beats_baselines", "risk_agent"))
+    assert g["buy_and_hold_trips"]["status"] == "pass"
+    for k in ("regime_accuracy", "team_beats_baselines", "team_half_oracle", "team_trades", "risk_agent"):
+        assert g[k]["status"] == "skipped" and "no episode records" in g[k]["reason"]
 
 
 def test_evaluate_and_report_writes_every_policy(tmp_path, test_data, clf) -> None:
@@ -345,9 +493,34 @@ def test_evaluate_and_report_writes_every_policy(tmp_path, test_data, clf) -> No
     assert len(doc["runs"]) == 2 * len(pols)
     assert set(doc["confusion"]) == {"hmm_momentum", "oracle"}
     assert doc["aggregate"]["with_costs"]["oracle"]["regime_balanced_accuracy"] == 1.0
-    for key in ("team_beats_baselines", "team_half_oracle", "risk_agent", "regime_accuracy"):
+    for key in GOAL_KEYS:
         assert doc["goals"][key]["status"] in ("pass", "fail")
+    # buy-and-hold opens one trip, then one after every stop / take profit / halt, and never exits itself
+    assert doc["goals"]["buy_and_hold_trips"]["status"] == "pass"
+    for m in doc["runs"]:
+        met = m["metrics"]
+        assert met["round_trips_per_day"] == pytest.approx(met["round_trips"] / met["days"])
+        assert met["round_trips"] <= met["entries"] <= met["round_trips"] + 1
+        assert 0 <= met["limit_exits"] <= met["round_trips"]
+    # the daily returns (what a gate pairs) compound to each run's total return, over the market's days
+    for label, costs in (("with_costs", True), ("without_costs", False)):
+        for p in pols:
+            daily = doc["daily_returns"][label][p]["seed 12"]
+            assert len(daily) == len(doc["days"]["seed 12"]) >= 3
+            total = res.metrics[("seed 12", p, costs)]["total_return"]
+            assert np.prod(1 + np.array(daily)) - 1 == pytest.approx(total, abs=1e-8)
+    iv = doc["intervals"]["with_costs"]
+    assert iv["method"]["n_resamples"] == 2000 and iv["team"] == "hmm_momentum"
+    assert iv["n_days"] == len(doc["days"]["seed 12"]) and "only" in iv["note"]  # 3 days: rough intervals
+    for p in pols:
+        sh = iv["policies"][p]["sharpe"]
+        assert sh["low"] <= sh["point"] <= sh["high"]
+    assert set(iv["versus"]) == set(pols) - {"hmm_momentum"}
+    assert [r["check"] for r in doc["goal_table"]][:2] == ["buy_and_hold_trips", "regime_accuracy"]
     page = (tmp_path / "report.html").read_text()
+    assert "measured [95 % interval]" in page and page.index("goaltable") < page.index("<img")
+    assert "<b>Note:</b> only" in page
+    assert "limit exits" in page and "trips/day" in page
     assert page.count("<img") >= 4 and "hmm_momentum" in page and "<script" not in page
     assert (tmp_path / "report.html").stat().st_size < 2_000_000
 

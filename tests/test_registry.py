@@ -25,6 +25,7 @@ from marlops.registry import (
     evaluate_gate,
     read_run,
 )
+from marlops.registry.gate import DailyReturns, daily_returns_from_report
 
 ENTRIES = {  # entry names and input names of the real agents (meta.json), with tiny shapes
     "regime": {"regime": ["x"]},
@@ -96,10 +97,24 @@ def make_run(root: Path, c: float, config: dict | None = None) -> Path:
     return root
 
 
-def make_eval(root: Path, sharpe: float, mdd: float = 0.1, acc: float = 0.6, markets=("seed 101",)) -> Path:
-    """A fake `marlops evaluate --out` folder (report.json in report.py's format)."""
+TRADES = {"exposure": 0.4, "entries": 31.0, "round_trips": 30.0, "round_trips_per_day": 1.2}
+NO_TRADES = {"exposure": 0.0, "entries": 0.0, "round_trips": 0.0, "round_trips_per_day": 0.0}
+
+
+def make_eval(
+    root: Path,
+    sharpe: float,
+    mdd: float = 0.1,
+    acc: float = 0.6,
+    markets=("seed 101",),
+    trades: dict | None = None,
+    daily: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """A fake `marlops evaluate --out` folder (report.json in report.py's format); ``daily``: the team's
+    daily returns per market (with costs), as the gate pairs them."""
     root.mkdir(parents=True)
     fig = {"sharpe": sharpe, "max_drawdown": mdd, "total_return": 0.01, "regime_balanced_accuracy": acc}
+    fig.update(TRADES if trades is None else trades)
     report = {
         "markets": list(markets),
         "policies": ["buy_and_hold", "team"],
@@ -116,9 +131,24 @@ def make_eval(root: Path, sharpe: float, mdd: float = 0.1, acc: float = 0.6, mar
             "regime_accuracy": {"status": "fail"},
         },
     }
+    if daily is not None:
+        report["daily_returns"] = {
+            "with_costs": {"team": {m: [float(x) for x in v] for m, v in daily.items()}}
+        }
+        report["days"] = {m: list(range(20_000, 20_000 + len(v))) for m, v in daily.items()}
     (root / "report.json").write_text(json.dumps(report))
     (root / "report.html").write_text("<html>report</html>")
     return root
+
+
+def daily_series(seed: int, mean: float, sd: float = 0.01, markets=("seed 101", "seed 102"), days: int = 26):
+    """Daily returns, every market with exactly this mean and standard deviation (so Sharpes are known)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for m in markets:
+        e = rng.standard_normal(days)
+        out[m] = mean + sd * (e - e.mean()) / e.std(ddof=1)
+    return out
 
 
 # ------------------------------------------------------------------------------------------ stores
@@ -175,7 +205,7 @@ def _champion_constant(agent: str = "regime") -> float:
 # ------------------------------------------------------------------------------------------ the gate (pure)
 
 
-BASE = {"sharpe": 1.0, "max_drawdown": 0.10, "total_return": 0.05, "regime_balanced_accuracy": 0.80}
+BASE = {"sharpe": 1.0, "max_drawdown": 0.10, "total_return": 0.05, "regime_balanced_accuracy": 0.80, **TRADES}
 
 
 def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one() -> None:
@@ -216,6 +246,109 @@ def test_gate_without_champion_unevaluated_goals_and_markets() -> None:
     ).promote
     with pytest.raises(ValueError):
         GateConfig(max_drawdown_increase=-1)  # pydantic validates thresholds
+
+
+def test_gate_refuses_a_team_that_never_trades() -> None:
+    flat = {**BASE, "sharpe": 0.0, "max_drawdown": 0.0, **NO_TRADES}
+    d = evaluate_gate(flat, None)  # a first champion: registered, never promoted
+    assert not d.promote and d.first_champion
+    assert d.reasons == ["trades: no trades on the held-out markets"]
+    # a flat team also looks "better" than a losing champion: refused all the same
+    d = evaluate_gate(flat, {**BASE, "sharpe": -2.0, "max_drawdown": 0.3})
+    assert not d.promote and [c.name for c in d.checks if not c.passed] == ["trades"]
+    # figures without any trade count are not taken on trust
+    bare = {k: v for k, v in BASE.items() if k not in TRADES}
+    d = evaluate_gate(bare, None)
+    assert not d.promote and "no trade figures" in d.reasons[0]
+    assert evaluate_gate(bare, None, GateConfig(require_trades=False)).promote
+    # one opened trip held to the end counts as trading (exposure), though no round trip closed
+    assert evaluate_gate({**BASE, **NO_TRADES, "exposure": 0.9, "entries": 1.0}, None).promote
+
+
+def _daily(d: dict[str, np.ndarray]) -> DailyReturns:
+    return DailyReturns(
+        {m: np.asarray(v) for m, v in d.items()}, {m: list(range(len(v))) for m, v in d.items()}
+    )
+
+
+def test_gate_compares_daily_returns_paired_with_a_noise_margin() -> None:
+    champion = daily_series(1, mean=0.0005)  # daily Sharpe 0.05 × √365 ≈ 0.95
+    # clearly better: the same days, 0.3 % a day more
+    better = {m: v + 0.003 for m, v in champion.items()}
+    d = evaluate_gate(BASE, BASE, challenger_daily=_daily(better), champion_daily=_daily(champion))
+    (sharpe,) = [c for c in d.checks if c.name == "sharpe"]
+    assert (
+        d.promote
+        and sharpe.passed
+        and "paired day-block bootstrap on 52 days of 2 market(s)" in sharpe.detail
+    )
+    # better on the point estimate (Sharpe ≈ 1.9 vs 0.95), but on other days' luck: within noise
+    lucky = daily_series(2, mean=0.001)
+    d = evaluate_gate(BASE, BASE, challenger_daily=_daily(lucky), champion_daily=_daily(champion))
+    (sharpe,) = [c for c in d.checks if c.name == "sharpe"]
+    assert not d.promote and d.reasons == [f"sharpe: {sharpe.detail}"]
+    assert "difference +0.9" in sharpe.detail and "needs > +0.000 and a lower bound > -0.500" in sharpe.detail
+    # …which the means alone would have promoted, and a margin as wide as the noise lets through
+    assert evaluate_gate({**BASE, "sharpe": 1.9}, {**BASE, "sharpe": 0.95}).promote
+    wide = GateConfig(sharpe_noise_margin=50.0)
+    assert evaluate_gate(
+        BASE, BASE, wide, challenger_daily=_daily(lucky), champion_daily=_daily(champion)
+    ).promote
+    # worse on the point estimate: refused whatever the margin
+    d = evaluate_gate(BASE, BASE, wide, challenger_daily=_daily(champion), champion_daily=_daily(better))
+    assert not d.promote
+    # the verdict is reproducible (seeded) and the seed is a setting
+    again = evaluate_gate(BASE, BASE, challenger_daily=_daily(lucky), champion_daily=_daily(champion))
+    assert (
+        again.checks
+        == evaluate_gate(BASE, BASE, challenger_daily=_daily(lucky), champion_daily=_daily(champion)).checks
+    )
+
+
+def test_gate_falls_back_to_means_and_says_why() -> None:
+    better = {**BASE, "sharpe": 1.3}
+    series = _daily(daily_series(1, 0.001))
+    d = evaluate_gate(better, BASE, challenger_daily=series, champion_daily=None)
+    (sharpe,) = [c for c in d.checks if c.name == "sharpe"]
+    assert d.promote and "the champion's daily returns are unavailable" in sharpe.detail
+    assert "means over markets" in sharpe.detail
+    other_days = DailyReturns(series.returns, {m: [d + 100 for d in v] for m, v in series.days.items()})
+    d = evaluate_gate(better, BASE, challenger_daily=series, champion_daily=other_days)
+    assert d.promote and "share no held-out days" in next(c.detail for c in d.checks if c.name == "sharpe")
+    assert not evaluate_gate(BASE, better, challenger_daily=series, champion_daily=None).promote
+    # report.json → daily returns: the policy and cost setting of the gate, None when absent
+    report = {
+        "daily_returns": {"with_costs": {"team": {"a": [0.01, -0.02]}}},
+        "days": {"a": [5, 6], "b": [1]},
+    }
+    parsed = daily_returns_from_report(report)
+    assert parsed is not None and parsed.days == {"a": [5, 6]} and parsed.n_days == 2
+    assert daily_returns_from_report(report, policy="momentum") is None
+    assert daily_returns_from_report({"daily_returns": {"with_costs": {"team": {"a": [None]}}}}) is None
+    assert daily_returns_from_report({}) is None
+
+
+def test_interval_metrics_from_report_json() -> None:
+    from marlops.registry.tracking import interval_metrics
+
+    sharpe = {"point": 1.0, "low": 0.5, "high": 1.5, "level": 0.95, "method": "day-block bootstrap"}
+    report = {
+        "intervals": {
+            "with_costs": {
+                "team": "team",
+                "policies": {"team": {"sharpe": sharpe, "max_drawdown_per_market": {"seed 1": 0.1}}},
+                "versus": {"momentum": {"sharpe": {**sharpe, "low": None}}},
+            }
+        }
+    }
+    assert {k: v for k, v, _ in interval_metrics(report)} == {
+        "eval.with_costs.team.ci.sharpe.point": 1.0,
+        "eval.with_costs.team.ci.sharpe.low": 0.5,
+        "eval.with_costs.team.ci.sharpe.high": 1.5,
+        "eval.with_costs.team.ci.vs.momentum.sharpe.point": 1.0,  # no bound: none logged
+        "eval.with_costs.team.ci.vs.momentum.sharpe.high": 1.5,
+    }
+    assert interval_metrics({}) == []
 
 
 def test_run_folder_checks(tmp_path: Path) -> None:
@@ -334,6 +467,44 @@ def test_gate_promotion_refusal_and_rollback(tmp_path: Path, store: TrackingConf
     assert _alias_versions("challenger") == dict.fromkeys(AGENTS, "3")
     with pytest.raises(RegistryError, match="no previous champion"):
         rollback(config=store)  # A was the first champion
+
+
+def test_promotion_reads_the_logged_daily_returns(tmp_path: Path, store: TrackingConfig) -> None:
+    from mlflow import MlflowClient
+
+    from marlops.registry import promote, register_run
+
+    champion_days = daily_series(1, mean=0.0005)
+    # a first team that never trades: registered as challenger, not promoted, with the reason
+    flat = register_run(
+        make_run(tmp_path / "flat", 0.5),
+        make_eval(tmp_path / "ef", 0.0, mdd=0.0, trades=NO_TRADES),
+        config=store,
+    )
+    res = promote(config=store)
+    assert not res.promoted and "no trades on the held-out markets" in res.message
+    assert _alias_versions("champion") == {} and _alias_versions("challenger") == dict.fromkeys(AGENTS, "1")
+    gate_tag = json.loads(MlflowClient().get_model_version("marlops-risk", "1").tags["gate"])
+    assert gate_tag["first_champion"] and not gate_tag["promote"]
+    # A trades: the first champion
+    a = register_run(
+        make_run(tmp_path / "a", 1.0), make_eval(tmp_path / "ea", 0.9, daily=champion_days), config=store
+    )
+    assert a.team != flat.team and promote(config=store).promoted
+    # B: a higher mean Sharpe, but on other days' luck: the paired bootstrap of the logged daily returns
+    # refuses it (the means alone would have promoted it)
+    b_eval = make_eval(tmp_path / "eb", 1.9, daily=daily_series(2, mean=0.001))
+    register_run(make_run(tmp_path / "b", 2.0), b_eval, config=store)
+    res = promote(config=store)
+    assert not res.promoted and "paired day-block bootstrap" in res.message
+    assert _alias_versions("champion") == dict.fromkeys(AGENTS, "2")
+    # C: the same days as A, clearly better: promoted
+    better = {m: v + 0.003 for m, v in champion_days.items()}
+    register_run(make_run(tmp_path / "c", 3.0), make_eval(tmp_path / "ec", 1.0, daily=better), config=store)
+    res = promote(config=store)
+    assert res.promoted and res.decision is not None
+    assert "paired" in next(c.detail for c in res.decision.checks if c.name == "sharpe")
+    assert _alias_versions("champion") == dict.fromkeys(AGENTS, "4")
 
 
 def test_unevaluated_challenger_and_later_evaluation(tmp_path: Path, store: TrackingConfig) -> None:

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
+
+from marlops.agents.types import TacticalAction
 
 BARS_PER_DAY = 288
 BARS_PER_YEAR = BARS_PER_DAY * 365
@@ -148,6 +151,60 @@ def round_trips(position: np.ndarray, price: np.ndarray, cost: np.ndarray) -> np
     np.add.at(pnl, owner[has], -c[has])
     closed = len(pnl) if side[-1] == 0 else len(pnl) - 1
     return pnl[:closed]
+
+
+# The tactical actions by which a policy closes a trip itself; any other close is a limit exit.
+OWN_EXIT_ACTIONS: tuple[int, ...] = (int(TacticalAction.EXIT_POSITION), int(TacticalAction.REDUCE_SIZE))
+
+
+@dataclass(frozen=True)
+class TripSteps:
+    """Per-step markers of the trips of one episode (the trips of :func:`round_trips`), bool (N,).
+
+    ``opened[k]``: a trip starts at step k (from flat, or a flip to the other side); ``closed[k]``: a
+    trip ends at step k (to flat, or by a flip); ``limit_exit[k]``: it ended flat while the policy's own
+    tactical action was neither ``exit_position`` nor ``reduce_size`` — a stop loss, a take profit, the
+    daily-loss halt, the kill switch or the risk agent's ``force_exit`` closed it, not the policy. A flip
+    is always the policy's own doing (only an entry in the other direction flips a position).
+    """
+
+    opened: np.ndarray
+    closed: np.ndarray
+    limit_exit: np.ndarray
+
+    @property
+    def entries(self) -> int:
+        return int(self.opened.sum())
+
+    @property
+    def closes(self) -> int:
+        return int(self.closed.sum())
+
+    @property
+    def limit_exits(self) -> int:
+        return int(self.limit_exit.sum())
+
+    @property
+    def ends_open(self) -> bool:
+        """A trip is still open after the last step (it is neither closed nor a round trip)."""
+        return self.entries > self.closes
+
+
+def trip_steps(position: np.ndarray, tactical: np.ndarray) -> TripSteps:
+    """Where trips open and close, and which closes were limit exits (see :class:`TripSteps`).
+
+    ``position[k]`` is the position held after step k's trade (the episode starts flat) and
+    ``tactical[k]`` the policy's tactical action at step k. ``closes`` equals the number of
+    :func:`round_trips`; ``entries − closes`` is 1 when a trip is open at the end, else 0.
+    """
+    pos = np.asarray(position, dtype=np.float64)
+    act = _same_len("tactical", tactical, len(pos)).astype(np.int64)
+    side = np.sign(pos)
+    prev = np.r_[0.0, side[:-1]]
+    opened = (side != 0) & (side != prev)
+    closed = (prev != 0) & (side != prev)
+    own = np.isin(act, OWN_EXIT_ACTIONS)
+    return TripSteps(opened, closed, closed & (side == 0) & ~own)
 
 
 def hit_rate(position: np.ndarray, price: np.ndarray, cost: np.ndarray) -> float:

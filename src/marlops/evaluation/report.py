@@ -4,13 +4,18 @@ Figures are matplotlib PNGs embedded as base64 (no JavaScript, opens offline, a 
 handful of markets; an embedded plotly.js alone would be 3.5 MB). Drawn with the object API on bare
 :class:`~matplotlib.figure.Figure` objects (Agg), like ``market.charts``: no pyplot, no display.
 
-``report.html``: goal checks; metrics tables (mean over markets, with and without costs; per market);
+``report.html``: the goal table (each figure with its 95 % interval, the goal, pass/fail: a claim holds
+only if its interval does) and the goal checks in full; metrics tables (mean over markets, with and
+without costs; per market; trips, entries, limit exits and cost share included);
 per market the equity and drawdown of every policy, and the price with the true regime shaded over the
 regime strips (true vs each policy's prediction); action distributions (tactical, risk) per policy;
 the regime confusion matrix of every policy that predicts regimes.
 
 ``report.json``: markets, policies, the environment config, every metric of every run, the means over
-markets per cost setting, confusion matrices, action distributions, skipped runs and the goal checks.
+markets per cost setting, confusion matrices, action distributions, skipped runs, the goal checks and
+the goal table, the intervals per cost setting (:mod:`marlops.evaluation.intervals`), and the daily
+returns of every policy per market with the markets' day numbers — what a later promotion gate pairs
+(``daily_returns.<costs>.<policy>.<market>``, ``days.<market>``).
 Non-finite numbers (a Sortino with no losing bar) are written as ``null``.
 """
 
@@ -32,7 +37,8 @@ from matplotlib.figure import Figure
 
 from marlops.agents.types import REGIME_NAMES, RiskAction, TacticalAction
 from marlops.env.market_env import EnvConfig, MarketData
-from marlops.evaluation.goals import check_goals
+from marlops.evaluation.goals import GOAL_KEYS, check_goals, format_interval, goal_table
+from marlops.evaluation.intervals import EvaluationIntervals, IntervalConfig, compute_intervals
 from marlops.evaluation.metrics import BARS_PER_DAY
 from marlops.evaluation.runner import COST_LABEL, EpisodeRecord, EvaluationResult, evaluate
 from marlops.market.charts import REGIME_COLORS
@@ -51,10 +57,14 @@ METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("turnover_per_day", "turnover/day", "{:.2f}"),
     ("hit_rate", "hit rate", "{:.0%}"),
     ("round_trips", "trips", "{:.0f}"),
+    ("round_trips_per_day", "trips/day", "{:.2f}"),
+    ("entries", "entries", "{:.0f}"),
+    ("limit_exits", "limit exits", "{:.0f}"),
     ("cost_share", "cost share", "{:.2f}"),
     ("exposure", "exposure", "{:.0%}"),
     ("regime_balanced_accuracy", "regime bal. acc.", "{:.3f}"),
 )
+DAILY_DIGITS = 10  # significant digits of the daily returns in report.json (compact, exact enough to pair)
 _PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#D55E00", "#999999")
 
 
@@ -97,9 +107,36 @@ def _records(result: EvaluationResult, policy: str, costs: bool) -> list[Episode
     return [r for (_, p, c), r in result.records.items() if p == policy and c == costs]
 
 
-def report_dict(result: EvaluationResult) -> dict[str, Any]:
-    """Every figure of the evaluation as a JSON-ready dict (what report.json holds)."""
+def _names(result: EvaluationResult, team: str) -> tuple[str, str, str]:
+    """(team, ablation, oracle): the goal checks name them; the defaults otherwise."""
+    g = result.goals or {}
+    return str(g.get("team", team)), str(g.get("ablation", "team_no_risk")), str(g.get("oracle", "oracle"))
+
+
+def all_intervals(
+    result: EvaluationResult, team: str = "team", config: IntervalConfig | None = None
+) -> dict[bool, EvaluationIntervals]:
+    """The intervals of every cost setting of ``result`` (the goals' policy names, else the defaults)."""
+    t, a, o = _names(result, team)
+    return {c: compute_intervals(result, t, a, o, c, config) for c in result.cost_settings()}
+
+
+def _compact(x: float) -> float | None:
+    return float(f"{x:.{DAILY_DIGITS}g}") if math.isfinite(x) else None
+
+
+def report_dict(
+    result: EvaluationResult, intervals: Mapping[bool, EvaluationIntervals] | None = None
+) -> dict[str, Any]:
+    """Every figure of the evaluation as a JSON-ready dict (what report.json holds).
+
+    ``intervals`` per cost setting (default: :func:`all_intervals` with the goals' policy names).
+    """
     settings = result.cost_settings()
+    ivs = dict(intervals) if intervals is not None else all_intervals(result)
+    days: dict[str, list[int]] = {}
+    for iv in ivs.values():
+        days.update(iv.days)
     runs = [
         {"market": m, "policy": p, "costs": c, "metrics": met}
         for (m, p, c), met in sorted(
@@ -125,6 +162,16 @@ def report_dict(result: EvaluationResult) -> dict[str, Any]:
             },
             "skipped": result.skipped,
             "goals": result.goals,
+            "goal_table": [r.as_dict() for r in goal_table(result.goals)] if result.goals else [],
+            "intervals": {COST_LABEL[c]: iv.as_dict() for c, iv in ivs.items()},
+            "days": days,
+            "daily_returns": {
+                COST_LABEL[c]: {
+                    p: {m: [_compact(float(x)) for x in r] for m, r in by_market.items()}
+                    for p, by_market in iv.daily_returns.items()
+                }
+                for c, iv in ivs.items()
+            },
         }
     )
 
@@ -311,31 +358,63 @@ def _table(rows: list[tuple[str, Mapping[str, Any]]], first: str, team: str) -> 
     return f"<table><tr><th>{html.escape(first)}</th>{head}</tr>{''.join(body)}</table>"
 
 
+def _is_interval(v: object) -> bool:
+    return isinstance(v, Mapping) and "point" in v and "low" in v and "high" in v
+
+
+def _detail(v: object) -> str:
+    """One figure of a goal check, readable: intervals as ``point [low, high]``, dicts as ``k: v``."""
+    if _is_interval(v):
+        return format_interval(v, "{:.3g}")  # type: ignore[arg-type]
+    if isinstance(v, Mapping):
+        return "{" + ", ".join(f"{html.escape(str(k))}: {_detail(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, float):
+        return _fmt(v, "{:.3g}")
+    return html.escape(str(v))
+
+
+def _goal_table_html(goals: Mapping[str, Any]) -> str:
+    rows = goal_table(goals)
+    if not rows:
+        return "<p>No goal checks.</p>"
+    body = "".join(
+        f"<tr><th>{html.escape(r.figure)}</th><td>{html.escape(r.measured)}</td>"
+        f"<td>{html.escape(r.goal)}</td><td><span class={r.status}>{r.status.upper()}</span></td></tr>"
+        for r in rows
+    )
+    head = "<tr><th>figure</th><th>measured [95 % interval]</th><th>goal</th><th>verdict</th></tr>"
+    return f"<table class=goaltable>{head}{body}</table>"
+
+
 def _goals_html(goals: Mapping[str, Any]) -> str:
     if not goals:
         return "<p>No goal checks.</p>"
     items = []
-    for key in ("team_beats_baselines", "team_half_oracle", "risk_agent", "regime_accuracy"):
+    for key in GOAL_KEYS:
         g = goals.get(key)
         if not isinstance(g, Mapping):
             continue
         st = g.get("status", "?")
-        detail = ", ".join(
-            f"{k} = {_fmt(v, '{:.3f}') if isinstance(v, float) else html.escape(str(v))}"
-            for k, v in g.items()
-            if k != "status"
-        )
+        detail = ", ".join(f"{html.escape(str(k))} = {_detail(v)}" for k, v in g.items() if k != "status")
         items.append(f'<li><span class="{st}">{st.upper()}</span> <b>{key}</b>: {detail}</li>')
     return f"<ul class=goals>{''.join(items)}</ul>"
 
 
 def write_report(
-    result: EvaluationResult, out_dir: str | Path, team: str = "team", title: str = "marlops evaluation"
+    result: EvaluationResult,
+    out_dir: str | Path,
+    team: str = "team",
+    title: str = "marlops evaluation",
+    intervals: Mapping[bool, EvaluationIntervals] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``report.json`` into ``out_dir``; returns their paths."""
+    """Write ``report.html`` and ``report.json`` into ``out_dir``; returns their paths.
+
+    ``intervals`` per cost setting, when the caller already has them (else computed here).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = report_dict(result)
+    ivs = dict(intervals) if intervals is not None else all_intervals(result, team)
+    data = report_dict(result, ivs)
     json_path = out / "report.json"
     json_path.write_text(json.dumps(data, indent=2))
 
@@ -347,7 +426,20 @@ def write_report(
         "from the first warm bar; Sharpe and Sortino annualized over 288 × 365 five-minute bars; "
         "regime accuracy scored at the 30-minute closes. Metrics are defined in docs/evaluation.md.</p>"
     )
-    parts.append("<h2>Goals (with costs, mean over markets)</h2>" + _goals_html(result.goals))
+    method = next(iter(ivs.values())).config if ivs else IntervalConfig()
+    note = next((iv.note for iv in ivs.values() if iv.note), None)  # the same days in every cost setting
+    parts.append(
+        f"<h2>Goals ({'net of costs' if (result.goals or {}).get('costs', True) else 'without costs'})</h2>"
+        "<p>A claim holds only if its interval does. Intervals: "
+        f"{method.level:.0%}, paired day-block bootstrap over the held-out markets ({method.n_resamples:,} "
+        f"resamples, seed {method.seed}); Sharpe of daily returns annualized by √{method.days_per_year:g}; "
+        "max drawdown per market, its interval a Student-t over markets.</p>"
+        + (f"<p><b>Note:</b> {html.escape(note)}.</p>" if note else "")
+        + _goal_table_html(result.goals)
+        + "<details><summary>Goal checks in full</summary>"
+        + _goals_html(result.goals)
+        + "</details>"
+    )
     for c in settings:
         agg = result.aggregate(c)
         parts.append(f"<h2>Mean over markets · {COST_LABEL[c].replace('_', ' ')}</h2>")
@@ -408,6 +500,7 @@ tr.team {{ background: #fff7e0; }}
 .fail {{ color: #fff; background: #b2182b; padding: 0 0.3rem; }}
 .skipped {{ color: #fff; background: #777; padding: 0 0.3rem; }}
 ul.goals li {{ margin: 0.3rem 0; }}
+table.goaltable td {{ text-align: left; }}
 </style></head>
 <body>
 {"".join(parts)}
@@ -429,10 +522,20 @@ def evaluate_and_report(
     env_config: EnvConfig | None = None,
     progress: bool = True,
     title: str = "marlops evaluation",
+    regime_ceiling: float | None = None,
+    interval_config: IntervalConfig | None = None,
 ) -> EvaluationResult:
     """Evaluate every policy on every held-out market (with and without costs), check the goals for
-    ``team`` / ``ablation`` / ``oracle`` and write ``report.html`` + ``report.json`` into ``out_dir``."""
+    ``team`` / ``ablation`` / ``oracle`` on 95 % intervals and write ``report.html`` + ``report.json``
+    into ``out_dir``. ``regime_ceiling``: the measured ceiling of regime balanced accuracy, if known."""
     result = evaluate(datasets, policies, with_costs, env_config, progress)
-    result.goals = check_goals(result, team, ablation, oracle, costs=True in with_costs)
-    write_report(result, out_dir, team, title)
+    ivs = {
+        c: compute_intervals(result, team, ablation, oracle, c, interval_config)
+        for c in result.cost_settings()
+    }
+    costs = True in with_costs
+    result.goals = check_goals(
+        result, team, ablation, oracle, costs=costs, regime_ceiling=regime_ceiling, intervals=ivs.get(costs)
+    )
+    write_report(result, out_dir, team, title, ivs)
     return result

@@ -238,8 +238,15 @@ def run_policies(
 
 
 def episode_metrics(r: EpisodeRecord) -> dict[str, float | None]:
-    """Every metric of one episode (docs/evaluation.md): the figures the report and the goals read."""
+    """Every metric of one episode (docs/evaluation.md): the figures the report and the goals read.
+
+    Trip accounting: ``round_trips`` closed trips (``round_trips_per_day`` over the episode's days),
+    ``entries`` trips opened, ``limit_exits`` trips closed by a stop, take profit, halt, kill switch or
+    the risk agent rather than by the policy's own exit (:func:`~marlops.evaluation.metrics.trip_steps`).
+    """
     eq = r.equity
+    trips = M.trip_steps(r.position, r.tactical)
+    days = r.n_steps / M.BARS_PER_DAY
     return {
         "sharpe": M.sharpe_ratio(eq),
         "sortino": M.sortino_ratio(eq),
@@ -249,11 +256,14 @@ def episode_metrics(r: EpisodeRecord) -> dict[str, float | None]:
         "turnover_per_day": M.turnover_per_day(r.traded, r.price[:-1], eq),
         "hit_rate": M.hit_rate(r.position, r.price, r.cost),
         "round_trips": float(len(M.round_trips(r.position, r.price, r.cost))),
+        "round_trips_per_day": trips.closes / days,
+        "entries": float(trips.entries),
+        "limit_exits": float(trips.limit_exits),
         "cost_share": M.cost_share(eq, r.cost),
         "total_cost": float(r.cost.sum()),
         "exposure": float(np.mean(r.position != 0)),
         "regime_balanced_accuracy": M.regime_balanced_accuracy(r.regime_label[r.slow], r.regime_pred[r.slow]),
-        "days": r.n_steps / M.BARS_PER_DAY,
+        "days": days,
     }
 
 

@@ -1,7 +1,9 @@
 """Aliases ``champion`` / ``challenger`` over the four ``marlops-<agent>`` models, moved as one team.
 
 - :func:`promote` compares the challenger team's evaluation figures with the champion team's (both read
-  from their MLflow runs, ``eval.<costs>.<policy>.<metric>``) through :func:`~.gate.evaluate_gate`; on
+  from their MLflow runs: ``eval.<costs>.<policy>.<metric>`` metrics, and the daily returns of the
+  ``evaluation/report.json`` artifact, which make the Sharpe rule a paired bootstrap on the same
+  held-out days) through :func:`~.gate.evaluate_gate`; on
   a pass, ``champion`` moves to the challenger on all four models, the previous champion's version is
   appended to each model's ``champion_history`` tag and ``challenger`` is removed. On a refusal nothing
   moves (the challenger keeps its alias, so a later promote with other thresholds can still take it).
@@ -26,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from marlops.registry.config import TrackingConfig, activate, resolve_tracking
 from marlops.registry.folders import AGENTS, RegistryError
-from marlops.registry.gate import GateConfig, GateDecision, evaluate_gate
+from marlops.registry.gate import (
+    DailyReturns,
+    GateConfig,
+    GateDecision,
+    daily_returns_from_report,
+    evaluate_gate,
+)
 from marlops.registry.models import CHALLENGER, CHAMPION, ROLLED_BACK_TAG, model_name, model_uri
 from marlops.registry.onnx_model import DATA_SUBPATH
 from marlops.registry.tracking import EVAL_PREFIX
@@ -82,15 +90,33 @@ def _team_of(versions: dict[str, ModelVersion], alias: str) -> str | None:
     return teams.pop()
 
 
+REPORT_ARTIFACT = "evaluation/report.json"  # where tracking.py logs the evaluation's report.json
+
+
 @dataclass(frozen=True)
 class RunFigures:
     figures: dict[str, float | None]
     goals: dict[str, str]
     markets: list[str] | None
+    daily: DailyReturns | None = None  # the compared policy's daily returns (None: not read or not there)
 
 
-def run_figures(client: MlflowClient, run_id: str, gate: GateConfig) -> RunFigures:
-    """The gate's inputs from a run: ``eval.<costs>.<policy>.*`` metrics, goal and market tags."""
+def _report(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
+    """The run's logged report.json, or None (not logged, unreadable: the gate then compares means)."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix="marlops-report-") as tmp:
+        try:
+            path = client.download_artifacts(run_id, REPORT_ARTIFACT, tmp)
+            doc = json.loads(Path(path).read_text())
+        except (MlflowException, OSError, ValueError):
+            return None
+    return doc if isinstance(doc, dict) else None
+
+
+def run_figures(client: MlflowClient, run_id: str, gate: GateConfig, daily: bool = False) -> RunFigures:
+    """The gate's inputs from a run: ``eval.<costs>.<policy>.*`` metrics, goal and market tags, and with
+    ``daily`` the policy's daily returns from the logged report.json (a download: only for the gate)."""
     run = client.get_run(run_id)
     prefix = f"{EVAL_PREFIX}.{gate.costs}.{gate.policy}."
     figures: dict[str, float | None] = {
@@ -103,7 +129,11 @@ def run_figures(client: MlflowClient, run_id: str, gate: GateConfig) -> RunFigur
     }
     markets_tag = run.data.tags.get("marlops.eval.markets")
     markets = json.loads(markets_tag) if markets_tag else None
-    return RunFigures(figures, goals, markets)
+    returns = None
+    if daily and figures:
+        report = _report(client, run_id)
+        returns = daily_returns_from_report(report, gate.policy, gate.costs) if report else None
+    return RunFigures(figures, goals, markets, returns)
 
 
 def _team_run(versions: dict[str, ModelVersion]) -> str:
@@ -164,8 +194,8 @@ def promote(
             cp_team,
             versions={a: str(v.version) for a, v in champion.items()},
         )
-    ch = run_figures(client, _team_run(challenger), gate)
-    cp = run_figures(client, _team_run(champion), gate) if champion else None
+    ch = run_figures(client, _team_run(challenger), gate, daily=bool(champion))
+    cp = run_figures(client, _team_run(champion), gate, daily=True) if champion else None
     decision = evaluate_gate(
         ch.figures,
         cp.figures if cp else None,
@@ -173,6 +203,8 @@ def promote(
         challenger_goals=ch.goals,
         challenger_markets=ch.markets,
         champion_markets=cp.markets if cp else None,
+        challenger_daily=ch.daily,
+        champion_daily=cp.daily if cp else None,
     )
     verdict = json.dumps({**decision.as_dict(), "forced": force, "against": cp_team})[:5000]
     for v in challenger.values():

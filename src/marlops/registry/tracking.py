@@ -6,9 +6,12 @@ One MLflow run per team: a run whose tag ``marlops.team`` equals the folder's te
 - params: the training config from summary.json, flattened (``config.seed``, ``config.updates`` …);
 - metrics: summary figures as ``train.<name>`` (``train.final.<name>`` for the last update's), every
   line of metrics.jsonl as ``<stage>.<name>`` at its ``step``, and — with an evaluation — every
-  aggregate of report.json as ``eval.<with_costs|without_costs>.<policy>.<metric>``;
+  aggregate of report.json as ``eval.<with_costs|without_costs>.<policy>.<metric>`` and its 95 %
+  intervals as ``eval.<costs>.<policy>.ci.<figure>.<point|low|high>`` (the team against another
+  policy: ``eval.<costs>.<team>.ci.vs.<other>.<sharpe|mean_daily_return>.<point|low|high>``);
 - artifacts: ``training/summary.json``, ``training/metrics.jsonl``, ``agents/`` (the four agent folders
-  and agents.json), ``evaluation/report.html``, ``evaluation/report.json``;
+  and agents.json), ``evaluation/report.html``, ``evaluation/report.json`` (its daily returns are what
+  the promotion gate pairs: :func:`marlops.registry.aliases.run_figures`);
 - tags: ``marlops.team``, ``marlops.agent_versions``, ``marlops.run_dir``, ``marlops.train_seeds``,
   ``marlops.validation_seed``, ``marlops.package_version``, ``mlflow.source.git.commit`` (and
   ``marlops.git_dirty``) when the code is a git checkout or ``MARLOPS_GIT_COMMIT`` is set, every
@@ -163,6 +166,32 @@ def training_metrics(run: TrainingRun) -> list[tuple[str, float, int]]:
     return out
 
 
+def _interval_items(prefix: str, interval: Any) -> list[tuple[str, float, int]]:
+    if not isinstance(interval, Mapping):
+        return []
+    return [
+        (f"{prefix}.{k}", f, 0)
+        for k in ("point", "low", "high")
+        if (f := numeric(interval.get(k))) is not None
+    ]
+
+
+def interval_metrics(report: Mapping[str, Any]) -> list[tuple[str, float, int]]:
+    """report.json's ``intervals`` as metrics: ``eval.<costs>.<policy>.ci.<figure>.<point|low|high>``."""
+    out: list[tuple[str, float, int]] = []
+    for costs, iv in (report.get("intervals") or {}).items():
+        if not isinstance(iv, Mapping):
+            continue
+        for policy, figures in (iv.get("policies") or {}).items():
+            for figure, interval in figures.items():
+                out += _interval_items(f"{EVAL_PREFIX}.{costs}.{policy}.ci.{figure}", interval)
+        team = iv.get("team")
+        for other, pair in (iv.get("versus") or {}).items():
+            for figure, interval in pair.items():
+                out += _interval_items(f"{EVAL_PREFIX}.{costs}.{team}.ci.vs.{other}.{figure}", interval)
+    return out
+
+
 def evaluation_metrics(ev: Evaluation) -> list[tuple[str, float, int]]:
     out = []
     for costs, policies in ev.aggregate.items():
@@ -170,7 +199,7 @@ def evaluation_metrics(ev: Evaluation) -> list[tuple[str, float, int]]:
             for metric, v in figures.items():
                 if (f := numeric(v)) is not None:
                     out.append((f"{EVAL_PREFIX}.{costs}.{policy}.{metric}", f, 0))
-    return out
+    return out + interval_metrics(ev.report)
 
 
 def _file_sha(path: Path) -> str:
@@ -279,6 +308,7 @@ __all__ = [
     "evaluation_metrics",
     "find_team_run",
     "git_commit",
+    "interval_metrics",
     "lineage_tags",
     "log_evaluation",
     "log_training_run",
