@@ -11,13 +11,18 @@ def train(
     updates: int,
     seed: int,
     work_dir: str,
+    init_from: str,
+    tracking_uri: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ):
-    """MAPPO team training on the dataset (resumes from ``work_dir`` when the same run exists)."""
+    """The team trained in stages on the dataset (resumes from ``work_dir`` when the same run exists; warm
+    starts from ``init_from``, e.g. the champion)."""
     from marlops.pipeline import steps
 
-    t = steps.train(dataset.path, model.path, budget, updates, seed, work_dir or None, progress=False)
+    t = steps.train(
+        dataset.path, model.path, budget, updates, seed, work_dir or None, False, init_from, tracking_uri
+    )
     model.metadata.update({"framework": "onnx", "updates": t.updates, "env_steps": t.env_steps})
     metrics.log_metric("regime_val_balanced_accuracy", t.regime_val_balanced_accuracy)
     metrics.log_metric("env_steps", t.env_steps)

@@ -1,4 +1,5 @@
-"""The retraining pipeline, started by a drift alert: the same steps on a recent market window, and the
+"""The retraining pipeline, started by a drift alert: the same steps on a recent market window, training
+warm-started from the champion's weights (``init_from``, so retraining adds to what was learned), and the
 new team becomes champion only if it beats the current one on the gate's figures (a worse challenger
 stays a challenger; the deploy step then re-renders the unchanged champion)."""
 
@@ -36,10 +37,11 @@ def retraining_pipeline(
     gate: str = "{}",
     namespace: str = "marlops",
     state_dir: str = "data/serving",
+    init_from: str = "models:/marlops-{agent}@champion",
 ) -> Result:
     r = team_steps(
         days, seed, source, instrument, feast_dir, online, budget, updates, train_seed, gpus, work_dir,
         eval_seeds, eval_days, fit_seeds, tracking_uri, "gate", gate, namespace, state_dir,
-        alert_id,
+        alert_id, init_from,
     )  # fmt: skip
     return Result(team=r.outputs["team"], promoted=r.outputs["promoted"], message=r.outputs["message"])

@@ -29,6 +29,7 @@ def team_steps(
     namespace: str,
     state_dir: str,
     trigger: str,
+    init_from: str = "",
 ) -> dsl.PipelineTask:
     features = build_features(
         days=days, seed=seed, source=source, instrument=instrument, feast_dir=feast_dir, online=online
@@ -41,8 +42,10 @@ def team_steps(
             updates=updates,
             seed=train_seed,
             work_dir=work_dir,
+            init_from=init_from,
+            tracking_uri=tracking_uri,
         )
-        .set_display_name("train (MAPPO)")
+        .set_display_name("train (staged: pretraining → MAPPO → DQN)")
         .set_cpu_request("2")
         .set_memory_request("8G")
         .set_memory_limit("32G")

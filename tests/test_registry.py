@@ -594,3 +594,37 @@ def test_real_trained_team(tmp_path: Path, store: TrackingConfig) -> None:
             feeds = {n: np.zeros(s["shape"], s["dtype"]) for n, s in entry["inputs"].items()}
             outs = model.predict(feeds)
             assert set(outs) == set(entry["outputs"]) and all(np.isfinite(v).all() for v in outs.values())
+
+
+def test_warm_start_from_the_registered_champion(tmp_path: Path, store: TrackingConfig) -> None:
+    """`marlops train --init-from models:/marlops-{agent}@champion` starts from the champion's weights: with
+    every stage set to zero steps the new run's agents are exactly the champion's (same version ids); with
+    training they move on from there instead of from a fresh initialisation."""
+    from marlops.registry import promote, register_run
+    from marlops.training.market import budget_config, train_team
+    from marlops.training.warm_start import load_initial_team
+
+    first = tmp_path / "first"
+    train_team(budget_config("ci", updates=1), first, progress=False)
+    reg = register_run(first, make_eval(tmp_path / "eval", sharpe=0.3), config=store)
+    assert promote(config=store).promoted
+    champion = {a: r.agent_version for a, r in reg.agents.items()}
+
+    uri = "models:/marlops-{agent}@champion"
+    loaded = load_initial_team(uri)
+    from marlops.agents.export import net_version
+
+    assert {a: net_version(n) for a, n in loaded.networks().items()} == champion
+    nothing = {"regime.epochs": 0, "structure.epochs": 0, "tactical.epochs": 0, "team.updates": 0, "risk.steps": 0}
+    same = tmp_path / "same"
+    train_team(budget_config("ci", init_from=uri, **nothing), same, progress=False)
+    assert read_run(same).versions == champion
+    assert json.loads((same / "summary.json").read_text())["init_from"] == uri
+    moved = tmp_path / "moved"
+    train_team(budget_config("ci", init_from=uri, updates=1), moved, progress=False)
+    assert read_run(moved).versions["tactical"] != champion["tactical"]
+
+    with pytest.raises(ValueError, match="init_from"):
+        load_initial_team("models:/marlops-risk/3")
+    with pytest.raises(ValueError, match="init_from"):
+        load_initial_team(str(tmp_path / "nowhere"))

@@ -548,8 +548,12 @@ def evaluate_cmd(
     ] = Path("runs/train"),
     out: Annotated[Path, typer.Option(help="Where report.html and report.json go.")] = Path("runs/evaluate"),
     seeds: Annotated[
-        str, typer.Option(help="Held-out synthetic market seeds, comma-separated (never the training seeds).")
-    ] = "101,102",
+        str,
+        typer.Option(
+            help="Held-out synthetic market seeds, comma-separated (never the training seeds, never used to "
+            "choose anything: the validation seeds 2001-2004 are for that)."
+        ),
+    ] = "101,102,103,104",
     days: Annotated[float, typer.Option(min=8.0, help="Days per held-out synthetic market.")] = 30.0,
     fit_seeds: Annotated[
         str, typer.Option(help="Synthetic seeds the HMM baseline is fitted on (training data, not held out).")
@@ -629,6 +633,8 @@ def _print_evaluation(result: EvaluationResult) -> None:
         "max DD %": ("max_drawdown", 100.0),
         "turnover/day": ("turnover_per_day", 1.0),
         "hit rate": ("hit_rate", 1.0),
+        "trips/day": ("round_trips_per_day", 1.0),
+        "cost share": ("cost_share", 1.0),
         "regime bal. acc": ("regime_balanced_accuracy", 1.0),
     }
     table.add_column("policy")
@@ -643,7 +649,18 @@ def _print_evaluation(result: EvaluationResult) -> None:
         cells = [f(m.get(key), scale) for key, scale in cols.values()]
         table.add_row(name, *cells, f(without_c.get(name, {}).get("sharpe")))
     console.print(table)
-    for goal, v in (result.goals or {}).items():
+    if not result.goals:
+        return
+    from marlops.evaluation.goals import goal_table
+
+    goals = Table(title="goals (with costs; 95 % intervals: a claim holds only if its interval does)")
+    for col in ("figure", "measured [95 % interval]", "goal", "status"):
+        goals.add_column(col)
+    for row in goal_table(result.goals):
+        color = {"pass": "green", "fail": "red"}.get(row.status, "yellow")
+        goals.add_row(row.figure, row.measured, row.goal, f"[{color}]{row.status}[/{color}]")
+    console.print(goals)
+    for goal, v in result.goals.items():
         if isinstance(v, dict) and "status" in v:
             color = {"pass": "green", "fail": "red"}.get(v["status"], "yellow")
             console.print(f"  goal {goal}: [{color}]{v['status']}[/{color}]")

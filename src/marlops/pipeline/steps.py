@@ -170,24 +170,38 @@ def train(
     seed: int = 0,
     work_dir: str | Path | None = None,
     progress: bool = True,
+    init_from: str = "",
+    tracking_uri: str = "",
 ) -> Trained:
     """Train the team on the dataset; the finished run (agents, critic, summary, metrics) lands in ``out``.
 
     ``work_dir``: where checkpoints live, keyed by data hash and configuration — a rerun resumes there (or
     finds it finished) instead of starting over; None trains straight into ``out``.
+    ``init_from``: warm start (``marlops train --init-from``). A registry alias (the retraining pipeline's
+    ``models:/marlops-{agent}@champion``) is resolved to the team behind it first and downloaded, so the run's
+    key names that team: a rerun after the champion changed trains again. No champion yet: a fresh start.
     """
     from marlops.training.market import budget_config, train_team
 
     dataset_dir, out = Path(dataset_dir), Path(out)
     digest = read_lineage(dataset_dir).get("data_hash") or data_hash(dataset_dir)
+    start = (
+        _initial_team(init_from, tracking_uri, Path(work_dir) if work_dir else out.parent)
+        if init_from
+        else None
+    )
     if work_dir:
         work_root = Path(work_dir)
         data = _stable_dataset(dataset_dir, work_root, digest)
-        cfg = budget_config(budget, updates=updates or None, seed=seed, dataset=str(data.resolve()))
+        cfg = budget_config(
+            budget, updates=updates or None, seed=seed, dataset=str(data.resolve()), init_from=start
+        )
         key = hashlib.sha256(json.dumps(cfg.key(), sort_keys=True).encode()).hexdigest()[:16]
         run_dir = work_root / "runs" / key
     else:
-        cfg = budget_config(budget, updates=updates or None, seed=seed, dataset=str(dataset_dir.resolve()))
+        cfg = budget_config(
+            budget, updates=updates or None, seed=seed, dataset=str(dataset_dir.resolve()), init_from=start
+        )
         run_dir = out
     s = train_team(cfg, run_dir, progress=progress)
     if run_dir != out:
@@ -200,6 +214,28 @@ def train(
                 shutil.copy2(src, dst)
     acc = s.regime_val_balanced_accuracy
     return Trained(out, run_dir, s.resumed_from, acc, s.updates, s.env_steps, s.wall_s, s.final)
+
+
+def _initial_team(init_from: str, tracking_uri: str, root: Path) -> str | None:
+    """``init_from`` as a local folder: a registry alias downloaded into ``root/init/<team>`` (None when the
+    registry has no such alias yet), a folder as it is."""
+    if not init_from.startswith("models:/"):
+        return init_from
+    from marlops.registry import RegistryError, alias_team, download_team, resolve_tracking
+
+    alias = init_from.rpartition("@")[2]
+    cfg = resolve_tracking(tracking_uri or None)
+    team = alias_team(alias, cfg)
+    if team is None:
+        print(f"init_from: no {alias} in the registry yet — training from fresh networks")
+        return None
+    target = root / "init" / team
+    if not (target / "agents.json").exists():
+        try:
+            download_team(alias, target, cfg)
+        except RegistryError as e:
+            raise ValueError(f"init_from: {init_from}: {e}") from None
+    return str(target.resolve())
 
 
 # ---------------------------------------------------------------------------------------- evaluate

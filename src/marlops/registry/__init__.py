@@ -51,6 +51,7 @@ _EXPORTS = {
         "RegistryListing",
         "RollbackResult",
         "VersionRow",
+        "alias_team",
         "download_agent",
         "download_team",
         "list_models",

@@ -385,6 +385,12 @@ def download_agent(
     return _download(uri, target)
 
 
+def alias_team(alias: str = CHAMPION, config: TrackingConfig | None = None) -> str | None:
+    """The team behind ``alias`` on all four agents (None when no agent has it; a mixed team: an error)."""
+    client = activate(config or resolve_tracking())
+    return _team_of(_alias_versions(client, alias), alias)
+
+
 def download_team(
     alias: str = CHAMPION, dst: str | Path | None = None, config: TrackingConfig | None = None
 ) -> Path:

@@ -18,8 +18,8 @@ from marlops.training.pretrain import PretrainConfig
 class RegimeStageConfig:
     """Stage 1: the regime agent on the true regimes (class-weighted cross-entropy + forward volatility)."""
 
-    epochs: int = 4
-    max_samples: int | None = None  # per epoch (None: all)
+    epochs: int = 3
+    max_samples: int | None = 12_000  # per epoch (None: all)
     batch_size: int | None = None  # None: the spec's
     lr: float | None = 1e-3  # None: the spec's; a short CPU run needs the larger step (docs/training.md)
 
@@ -65,7 +65,7 @@ class TrainConfig:
     seed: int = 0
     train_seeds: tuple[int, ...] = (1001, 1002)  # synthetic markets; every worker trains on all of them
     validation_seed: int = 2001  # held-out market for the figures printed during training
-    days: int = 180  # per training market
+    days: int = 365  # per training market
     # a dataset folder (``MarketDataset``) to train on instead of the synthetic train seeds: the pipeline's
     # build-features step hands over the data it wrote the Feast sources from
     dataset: str | None = None
@@ -73,7 +73,7 @@ class TrainConfig:
     init_from: str | None = None
     episode_bars: int = 576
     regime: RegimeStageConfig = field(default_factory=RegimeStageConfig)
-    structure: PretrainConfig = field(default_factory=lambda: PretrainConfig(epochs=3))
+    structure: PretrainConfig = field(default_factory=lambda: PretrainConfig(epochs=2))
     tactical: PretrainConfig = field(default_factory=lambda: PretrainConfig(epochs=1, max_samples=60_000))
     team: TeamStageConfig = field(default_factory=TeamStageConfig)
     risk: RiskStageConfig = field(default_factory=RiskStageConfig)

@@ -84,6 +84,7 @@ class RegimeTrainer:
         dist: Dist | None = None,
         seed: int = 0,
         total_steps: int | None = None,
+        fresh: bool = True,
     ) -> None:
         t = net.spec.training
         self.net, self.samples, self.dist = net, samples, dist or Dist()
@@ -107,12 +108,18 @@ class RegimeTrainer:
         self.epochs_done = 0
         # Data-dependent init of the volatility head's bias: softplus(b) = the mean target volatility, so
         # the regression starts at the right scale (~1e-3, not softplus(0) = 0.69) and the classification
-        # loss dominates from the first step. A resumed run loads its trained bias over this.
+        # loss dominates from the first step. A resumed run loads its trained bias over this; a warm-started
+        # one (``fresh=False``) keeps the head it was given.
+        if fresh:
+            self._init_vol_head(net, samples)
+        self.dist.broadcast_module(net)
+
+    @staticmethod
+    def _init_vol_head(net: RegimeNet, samples: RegimeSamples) -> None:
         with torch.no_grad():
             mean_vol = float(np.exp(samples.log_vol).mean())
             net.vol_head.bias.fill_(float(np.log(np.expm1(max(mean_vol, 1e-6)))))
             net.vol_head.weight.mul_(0.01)
-        self.dist.broadcast_module(net)
 
     def epoch(
         self, max_samples: int | None = None, progress: Callable[[int], None] | None = None

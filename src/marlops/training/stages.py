@@ -105,7 +105,12 @@ def run_regime(ctx: StageContext) -> None:
     n = min(len(samples), cfg.max_samples or len(samples))
     per_epoch = max(1, n // ctx.dist.world_size // batch)
     trainer = RegimeTrainer(
-        regime_net, samples, ctx.dist, seed=ctx.cfg.seed + ctx.dist.rank, total_steps=per_epoch * cfg.epochs
+        regime_net,
+        samples,
+        ctx.dist,
+        seed=ctx.cfg.seed + ctx.dist.rank,
+        total_steps=per_epoch * cfg.epochs,
+        fresh=not ctx.cfg.init_from,
     )
     trainer.batch_size = batch
     if cfg.lr is not None:

@@ -1,0 +1,128 @@
+"""The supervised stages: targets from what the market reveals, the structure bandit, the tactical executor,
+cached encodings equal to the networks' own forward passes, and the warm start from a registered team."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from marlops.agents.types import STRUCTURE_BIAS_LEVELS, TacticalAction
+from marlops.env.market_env import synthetic_market_data
+from marlops.training.encodings import encode_market, structure_outputs
+from marlops.training.pretrain import (
+    PretrainConfig,
+    StructurePretrainer,
+    StructureSamples,
+    TacticalPretrainer,
+    executor_actions,
+    structure_samples,
+    tactical_samples,
+)
+from marlops.training.targets import Z_CLIP, forward_z, level_utility, slow_decision_bars
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_market_data(21, 10)
+
+
+@pytest.fixture()
+def models():
+    from marlops.training.market import _fresh_models
+
+    return _fresh_models(0)
+
+
+def test_forward_z_is_the_scaled_forward_log_return(data) -> None:
+    at = slow_decision_bars(data, 12)
+    z = forward_z(data, at, 12)
+    k = len(at) // 2
+    t = at[k]
+    expected = np.log(data.close[t + 12] / data.close[t]) / (data.sigma[t] * np.sqrt(12))
+    assert z[k] == pytest.approx(float(np.clip(expected, -Z_CLIP, Z_CLIP)), rel=1e-5)
+    assert np.isfinite(z).all() and np.abs(z).max() <= Z_CLIP
+    assert (at + 12 < len(data)).all() and (at >= data.warm_from).all()
+    with pytest.raises(ValueError, match="at"):
+        forward_z(data, np.array([len(data) - 3]), 12)
+    with pytest.raises(ValueError, match="horizon"):
+        forward_z(data, at, 0)
+
+
+def test_level_utility_prefers_the_side_of_the_move_and_flat_for_noise() -> None:
+    u = level_utility(np.array([2.0, -2.0, 0.0]), cost=0.05, risk_aversion=0.2)
+    levels = np.asarray(STRUCTURE_BIAS_LEVELS)
+    assert levels[u[0].argmax()] == 1.0 and levels[u[1].argmax()] == -1.0 and levels[u[2].argmax()] == 0.0
+    assert u[2, levels.tolist().index(0.0)] == 0.0  # flat earns nothing and costs nothing
+
+
+def test_structure_pretraining_moves_the_policy_to_the_level_of_highest_expected_utility(models) -> None:
+    # A learnable toy: the matrix's first column says where the market goes next (z = ±1.5 with noise).
+    rng = np.random.default_rng(0)
+    n = 512
+    sign = rng.choice([-1.0, 1.0], n)
+    x = rng.normal(0, 1, (n, 48, 8)).astype(np.float32)
+    x[:, -12:, 0] = sign[:, None] * 2.0
+    z = (1.5 * sign + rng.normal(0, 0.5, n)).astype(np.float32)
+    samples = StructureSamples(x, np.zeros((n, 64), np.float32), level_utility(z, 0.05, 0.2))
+    cfg = PretrainConfig(epochs=1, batch_size=64, lr=1e-3)
+    trainer = StructurePretrainer(models.structure, samples, cfg, seed=0)
+    first = trainer.epoch()
+    for _ in range(3):
+        last = trainer.epoch()
+    assert last["structure_utility"] > first["structure_utility"] + 0.3
+    with torch.no_grad():
+        out = models.structure(torch.as_tensor(x[:64]), torch.zeros(64, 1, 64), torch.ones(64, 1, dtype=torch.bool))
+    chosen = np.asarray(STRUCTURE_BIAS_LEVELS)[out.logits.argmax(-1).numpy()]
+    assert np.mean(np.sign(chosen) == sign[:64]) > 0.9
+    # the size head follows the policy's conviction
+    assert float(out.size.mean()) > 0.5
+
+
+def test_executor_actions_follow_the_most_likely_level() -> None:
+    probs = np.eye(5)[[0, 1, 2, 3, 4]]
+    assert executor_actions(probs).tolist() == [
+        TacticalAction.ENTER_SHORT,
+        TacticalAction.ENTER_SHORT,
+        TacticalAction.EXIT_POSITION,
+        TacticalAction.ENTER_LONG,
+        TacticalAction.ENTER_LONG,
+    ]
+
+
+def test_tactical_samples_carry_structures_decision_and_its_message(data, models) -> None:
+    enc = models.encodings(data)
+    samples = tactical_samples([(data, enc)], models.structure)
+    st = structure_outputs(models.structure, enc.structure_h, enc.regime.message)
+    h = data.higher_of[samples.t]
+    assert (samples.t >= data.warm_from).all() and len(samples) == len(data) - data.warm_from
+    np.testing.assert_array_equal(samples.target, executor_actions(st.probs)[h])
+    np.testing.assert_allclose(samples.msgs[:, 1], st.message[h])
+    np.testing.assert_array_equal(samples.matrices(np.arange(3)), data.tactical[samples.t[:3]])
+    trainer = TacticalPretrainer(models.tactical, samples, PretrainConfig(epochs=1, max_samples=64, batch_size=32))
+    m = trainer.epoch()
+    assert np.isfinite(m["tactical_loss"]) and trainer.epochs_done == 1
+
+
+def test_structure_samples_need_room_for_the_horizon(data, models) -> None:
+    msg = models.encodings(data).regime.message
+    s = structure_samples([(data, msg)], PretrainConfig(horizon_bars=36))
+    assert s.x.shape[1:] == (48, 8) and s.utility.shape[1] == 5 and len(s) > 100
+    with pytest.raises(ValueError, match="forward horizon"):
+        structure_samples([(data, msg)], PretrainConfig(horizon_bars=len(data)))
+
+
+def test_cached_encodings_give_the_networks_own_outputs(data, models) -> None:
+    enc = encode_market(models.regime, models.structure, models.tactical, data)
+    t = np.array([data.warm_from, data.warm_from + 7, len(data) - 1])
+    h = data.higher_of[t]
+    with torch.no_grad():
+        reg = models.regime(torch.as_tensor(data.regime[h]))
+        st = models.structure(torch.as_tensor(data.structure[h]), reg.message[:, None], torch.ones(3, 1, dtype=torch.bool))
+        msgs = torch.stack([reg.message, st.message], 1)
+        tac = models.tactical(torch.as_tensor(data.tactical[t]), msgs, torch.ones(3, 2, dtype=torch.bool))
+        tac_cached = models.tactical.head(torch.as_tensor(enc.tactical_h[t]), msgs, torch.ones(3, 2, dtype=torch.bool))
+    np.testing.assert_allclose(enc.regime.probs[h], torch.softmax(reg.logits, -1).numpy(), atol=1e-5)
+    says = structure_outputs(models.structure, enc.structure_h[h], enc.regime.message[h])
+    np.testing.assert_allclose(says.message, st.message.numpy(), atol=1e-5)
+    np.testing.assert_allclose(tac_cached.logits.numpy(), tac.logits.numpy(), atol=1e-5)
