@@ -5,8 +5,9 @@
 
 1. :func:`marlops.evaluation.regime_ceiling.regime_ceiling`: HMM and GBM fitted on seeds 1001, 1002
    (45 days each), all three scored on seeds 2001–2004 (30 days each) at the warm 30-minute closes.
-2. The ceiling filter alone on one long market (seed 2001, 365 days): balanced accuracy, recall per
-   regime, and the filter's wall time (the market build is timed separately).
+2. The ceiling filter alone on one long market (seed 2001, 365 days), from closes and from closes +
+   volumes, both decision rules: balanced accuracy, recall per regime and the filter's wall time (the
+   market build is timed separately).
 """
 
 from __future__ import annotations
@@ -30,19 +31,20 @@ def long_market(seed: int, days: float) -> None:
     t0 = time.perf_counter()
     data = synthetic_market_data(seed, days)
     built = time.perf_counter() - t0
+    print(f"\nceiling filter, seed {seed}, {days:g} days ({len(data.close)} bars, built in {built:.1f} s):")
     cfg = SyntheticMarketConfig()
-    t0 = time.perf_counter()
-    proba = ceiling_proba(data, cfg)
-    secs = time.perf_counter() - t0
     truth = {f"seed {seed}": data.regime_label[scored_closes(data)]}
-    print(
-        f"\nceiling filter, seed {seed}, {days:g} days ({len(data.close)} 5-minute bars; "
-        f"market built in {built:.1f} s, filter {secs:.1f} s):"
-    )
-    for name, prior in (("p / prior", cfg.stationary_fractions()), ("argmax", None)):
-        s = score(name, truth, {k: decide(proba, prior) for k in truth}, secs)
-        recall = ", ".join(f"{r} {v:.3f}" for r, v in zip(REGIMES, s.recall, strict=True))
-        print(f"  {name:9s} balanced accuracy {s.balanced_accuracy:.3f}  recall: {recall}")
+    for with_volume in (False, True):
+        t0 = time.perf_counter()
+        proba = ceiling_proba(data, cfg, with_volume=with_volume)
+        secs = time.perf_counter() - t0
+        for rule, prior in (("p / prior", cfg.stationary_fractions()), ("argmax", None)):
+            s = score(rule, truth, {k: decide(proba, prior) for k in truth}, secs)
+            recall = ", ".join(f"{r} {v:.3f}" for r, v in zip(REGIMES, s.recall, strict=True))
+            name = f"{'closes + volume' if with_volume else 'closes'}, {rule}"
+            print(
+                f"  {name:27s} balanced accuracy {s.balanced_accuracy:.3f}  recall: {recall}  ({secs:.1f} s)"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:

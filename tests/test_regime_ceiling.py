@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from marlops.env.market_env import MarketData, synthetic_market_data
+from marlops.env.market_env import SYNTHETIC_VOLUME_UNITS, MarketData, synthetic_market_data
 from marlops.evaluation.baselines import HMMRegimeClassifier
 from marlops.evaluation.metrics import regime_balanced_accuracy
 from marlops.evaluation.regime_ceiling import (
@@ -54,8 +54,10 @@ def held_out() -> MarketData:
 # the filter
 
 
-def test_posterior_is_finite_normalized_and_on_the_step_grid(held_out) -> None:
-    post = filter_regimes(held_out.close, held_out.end_ns)
+@pytest.mark.parametrize("with_volume", [False, True])
+def test_posterior_is_finite_normalized_and_on_the_step_grid(held_out, with_volume) -> None:
+    volume = held_out.volume / SYNTHETIC_VOLUME_UNITS if with_volume else None
+    post = filter_regimes(held_out.close, held_out.end_ns, volume=volume)
     assert post.proba.shape == (len(post.step_start_ns), 4)
     assert np.all(np.isfinite(post.proba)) and np.all(post.proba >= 0)
     np.testing.assert_allclose(post.proba.sum(1), 1.0, atol=1e-9)
@@ -68,16 +70,20 @@ def test_posterior_is_finite_normalized_and_on_the_step_grid(held_out) -> None:
 
 
 def test_filter_is_causal(held_out) -> None:
-    full = filter_regimes(held_out.close, held_out.end_ns, settings=SMALL)
+    volume = held_out.volume / SYNTHETIC_VOLUME_UNITS
+    full = filter_regimes(held_out.close, held_out.end_ns, settings=SMALL, volume=volume)
     cut = 1000 + 3  # mid-step: the truncated run ends on a partial step
     known = full.bar_index <= cut
     rng = np.random.default_rng(0)
-    changed = held_out.close.copy()
-    changed[cut + 1 :] *= np.exp(rng.normal(0.0, 0.01, len(changed) - cut - 1).cumsum())
-    other = filter_regimes(changed, held_out.end_ns, settings=SMALL)
+    tail = len(volume) - cut - 1
+    close, vol = held_out.close.copy(), volume.copy()
+    close[cut + 1 :] *= np.exp(rng.normal(0.0, 0.01, tail).cumsum())
+    vol[cut + 1 :] *= rng.uniform(0.2, 5.0, tail)
+    other = filter_regimes(close, held_out.end_ns, settings=SMALL, volume=vol)
     np.testing.assert_allclose(other.proba[known], full.proba[known], rtol=0, atol=1e-12)
     assert not np.allclose(other.proba[~known], full.proba[~known])  # the future did change
-    short = filter_regimes(held_out.close[: cut + 1], held_out.end_ns[: cut + 1], settings=SMALL)
+    end = slice(0, cut + 1)
+    short = filter_regimes(held_out.close[end], held_out.end_ns[end], settings=SMALL, volume=volume[end])
     n = int(known.sum())
     np.testing.assert_allclose(short.proba[:n], full.proba[:n], rtol=0, atol=1e-12)
 
@@ -138,6 +144,12 @@ def test_bad_input_names_the_argument(held_out, close, end, name) -> None:
     c, e = held_out.close[:300], held_out.end_ns[:300]
     with pytest.raises(ValueError, match=name):
         filter_regimes(close(c), end(e))
+
+
+@pytest.mark.parametrize("volume", [np.ones(299), np.full(300, -1.0), np.full(300, np.inf)])
+def test_bad_volume_is_refused(held_out, volume) -> None:
+    with pytest.raises(ValueError, match="volume"):
+        filter_regimes(held_out.close[:300], held_out.end_ns[:300], volume=volume)
 
 
 def test_bad_settings_are_refused() -> None:
