@@ -220,7 +220,7 @@ def main() -> None:
     cfg_all = with_overrides(TrainConfig(), overrides)
     risk_cfg: RiskStageConfig = cfg_all.risk
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = StageContext(cfg_all, m, [data], Dist(), Path(tmp), {}, False, lambda record: None)
+        ctx = StageContext(cfg_all, m, [data], [data], Dist(), Path(tmp), {}, False, lambda record: None)
         t0 = time.perf_counter()
         run_risk(ctx)
         rate = risk_cfg.steps * risk_cfg.n_envs / (time.perf_counter() - t0)

@@ -16,7 +16,7 @@ class Result(NamedTuple):
 
 @dsl.pipeline(name="marlops-training", description="Features, MAPPO training, evaluation, registry, deploy.")
 def training_pipeline(
-    days: float = 20.0,
+    days: float = 90.0,
     seed: int = 0,
     source: str = "",
     instrument: str = "SYNTH",

@@ -362,8 +362,9 @@ def test_goal_checks_on_intervals_by_hand() -> None:
     g = check_goals(res, baselines=None, buy_and_hold="bh")
     assert {k: g[k]["status"] for k in GOAL_KEYS} == dict.fromkeys(GOAL_KEYS, "pass")
     beat = g["team_beats_baselines"]
-    assert set(beat["beaten"]) == {"team_no_risk", "bh"} and beat["not_beaten"] == []
-    for p in ("team_no_risk", "bh"):
+    assert set(beat["beaten"]) == {"bh"} and beat["not_beaten"] == []  # the ablation has its own goal
+    assert "team_no_risk" not in beat["sharpe_difference"]
+    for p in ("bh",):
         d = beat["sharpe_difference"][p]
         assert d["low"] > 0 and d["low"] <= d["point"] <= d["high"]
     # the oracle earns what the team earns: team − ½ oracle is half the team's Sharpe, on every replicate
@@ -390,8 +391,8 @@ def test_goal_checks_on_intervals_by_hand() -> None:
     trips = g["buy_and_hold_trips"]["markets"]["m0"]
     assert (trips["entries"], trips["limit_exits"], trips["own_exits"]) == (3, 2, 0)
     rows = goal_table(g)
-    assert [r.status for r in rows] == ["pass"] * len(rows) and len(rows) == 8
-    assert rows[2].figure == "team Sharpe − team_no_risk Sharpe" and "[" in rows[2].measured
+    assert [r.status for r in rows] == ["pass"] * len(rows) and len(rows) == 7
+    assert rows[2].figure == "team Sharpe − bh Sharpe" and "[" in rows[2].measured
 
     # buy-and-hold a little worse than the team, but within noise: not beaten
     g = check_goals(_constructed(bh_edge=-0.0001), buy_and_hold="bh")

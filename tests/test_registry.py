@@ -615,7 +615,8 @@ def test_warm_start_from_the_registered_champion(tmp_path: Path, store: Tracking
     from marlops.agents.export import net_version
 
     assert {a: net_version(n) for a, n in loaded.networks().items()} == champion
-    nothing = {"regime.epochs": 0, "structure.epochs": 0, "tactical.epochs": 0, "team.updates": 0, "risk.steps": 0}
+    nothing = {f"{stage}.epochs": 0 for stage in ("regime", "structure", "tactical")}
+    nothing.update({"team.updates": 0, "risk.steps": 0})
     same = tmp_path / "same"
     train_team(budget_config("ci", init_from=uri, **nothing), same, progress=False)
     assert read_run(same).versions == champion

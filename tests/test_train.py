@@ -48,24 +48,22 @@ def models() -> TeamModels:
     return _fresh_models(0)
 
 
-def _risk(models: TeamModels) -> RiskController:
+def _risk(models: TeamModels, data) -> RiskController:
     cfg = DQNConfig(
         learning_starts=8, batch_size=8, buffer_size=256, epsilon_decay_steps=100, target_update=5
     )
-    return RiskController(models.risk, cfg, seed=0)
+    return RiskController(models.risk, cfg, [data], seed=0)
 
 
-def test_team_env_shapes_clocks_and_risk_transitions(data, models) -> None:
+def test_team_env_shapes_and_clocks(data, models) -> None:
     env = VecMarketEnv(data, 3, EnvConfig(episode_bars=48), seed=0)
-    risk = _risk(models)
-    team = TeamVecEnv(env, models, risk)
+    team = TeamVecEnv(env, models)
     first = team.reset(seed=1)
     dims = [structure_obs_dim(models.structure), tactical_obs_dim(models.tactical)]
     assert [o.shape for o in first.obs] == [(3, dims[0]), (3, dims[1])]
     # the observations are the cached encodings of the bars the envs stand on (plus messages and flags)
     enc = models.encodings(data)
-    t = env.t
-    np.testing.assert_array_equal(first.obs[1][:, : enc.tactical_h.shape[1]], enc.tactical_h[t])
+    np.testing.assert_array_equal(first.obs[1][:, : enc.tactical_h.shape[1]], enc.tactical_h[env.t])
     assert first.state.shape == (3, STATE_DIM)
     assert first.acts is not None and first.acts.all()  # everyone decides at an episode's first step
     assert np.all(first.obs[1][:, -2:] == 1.0)  # the slow agents' messages are present from the start
@@ -80,10 +78,34 @@ def test_team_env_shapes_clocks_and_risk_transitions(data, models) -> None:
             assert st.terminated.all()  # 48-bar episodes end together here (same length, same start step)
     # structure decides on its own 30-minute clock: about one step in six, plus each episode's start
     assert 3 * 60 / 6 - 6 <= structure_decided <= 3 * 60 / 6 + 9
-    assert len(risk.replay) == 3 * 59  # one transition per env and step, stored one step late
+    assert (env.position > 0).any()  # the team's entries went through: the risk agent allows in this stage
+
+
+def test_risk_replay_stores_where_and_rebuilds_the_observation(data, models) -> None:
+    """The compact replay (market, bar, 15 values) gives the Q-values of the full 1,875-wide observation."""
+    from marlops.training.dqn import flatten_risk_obs, risk_q_fn
+    from marlops.training.risk import proposal
+
+    risk = _risk(models, data)
+    env = VecMarketEnv(data, 4, EnvConfig(episode_bars=48), seed=0)
+    obs = env.reset()
+    for _ in range(20):
+        prop = proposal(np.full(4, int(TacticalAction.ENTER_LONG)), np.ones(4), np.ones(4))
+        where = np.stack([np.zeros(4, np.int64), obs["bar_index"]], 1)
+        records = np.concatenate([obs["portfolio"], prop], 1)
+        a = risk.act(where, records)
+        acts = {"structure": np.full(4, 4), "size": np.ones(4), "tactical": np.zeros(4, np.int64), "risk": a}
+        flat = flatten_risk_obs(obs["tactical"], obs["structure"], obs["regime"], obs["portfolio"], prop)
+        obs, reward, done, _ = env.step(acts)
+        risk.observe(where, records, a, reward, done)
+    assert len(risk.replay) == 4 * 19  # stored one step late
+    with torch.no_grad():
+        compact = risk.learner.q_values([where, records])
+        full = risk_q_fn(models.risk, (torch.as_tensor(flat),))
+    np.testing.assert_allclose(compact.numpy(), full.numpy(), rtol=1e-5, atol=1e-6)
     stored = risk.replay.sample(8, 1.0)[0]
-    assert set(np.unique(stored["action"])) <= {int(a) for a in RiskAction}
-    assert stored["done"].sum() >= 0 and np.isfinite(stored["reward"]).all()
+    assert set(np.unique(stored["action"])) <= {int(x) for x in RiskAction}
+    assert risk.train(2)["risk_loss"] >= 0
 
 
 def test_structure_aux_loss_trains_size_toward_conviction(models) -> None:

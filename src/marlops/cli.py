@@ -329,7 +329,7 @@ def run(
     workdir: Annotated[
         Path, typer.Option(help="Where the embedded stores live: feast/, mlflow/, kfp/, pipeline/, serving/.")
     ] = DEFAULT_DATA,
-    days: Annotated[float, typer.Option(min=8.0, help="Days of synthetic market to train on.")] = 30.0,
+    days: Annotated[float, typer.Option(min=8.0, help="Days of synthetic market to train on.")] = 90.0,
     seed: Annotated[int, typer.Option(help="Seed of the training market.")] = 0,
     budget: Annotated[str, typer.Option(help="Training budget: ci | small | default | gpu.")] = "small",
     eval_days: Annotated[float, typer.Option(min=8.0, help="Days per held-out evaluation market.")] = 10.0,

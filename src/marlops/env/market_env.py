@@ -136,11 +136,21 @@ class VecMarketEnv:
 
     # -- episode control -------------------------------------------------------------------------
 
-    def reset(self, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def reset(
+        self, mask: np.ndarray | None = None, starts: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Start new episodes where ``mask`` (all by default), at random warm bars or at ``starts`` (one per
+        environment reset: paired comparisons put several policies on the same episode)."""
         m = np.ones(self.n, bool) if mask is None else mask
         k = int(m.sum())
         hi = len(self.data) - self.cfg.episode_bars - 1
-        self.t[m] = self.rng.integers(self.data.warm_from, hi, size=k)
+        if starts is None:
+            self.t[m] = self.rng.integers(self.data.warm_from, hi, size=k)
+        else:
+            s = np.asarray(starts, np.int64)
+            if s.shape != (k,) or s.min(initial=hi) < self.data.warm_from or s.max(initial=0) >= hi:
+                raise ValueError(f"starts: need {k} bars in [{self.data.warm_from}, {hi}), got {s}")
+            self.t[m] = s
         self.end[m] = self.t[m] + self.cfg.episode_bars
         eq = self.cfg.initial_equity
         for arr, v in (

@@ -10,10 +10,10 @@ comparison measures decisions, not accounting. How they speak the team's action 
 - to be flat: bias level 0 (index 2) and tactical EXIT while it holds a position;
 - the risk agent ALLOWs (except in the random baseline).
 
-Entries are sized by the engine (1 % of equity at risk to a 2-ATR stop, capped by leverage, exposure
-and position limits) and carry a stop loss and take profit; a baseline that still wants its side after
-a stop or take profit re-enters on the next bar. Directions change only on slow steps (the close of a
-30-minute bar), the clock on which structure's bias is read.
+Entries are sized by the engine (1 % of equity at risk to a 3-ATR stop on the 30-minute bars, capped by
+leverage, exposure and position limits) and carry a stop loss and take profit; a baseline that still
+wants its side after a stop or take profit re-enters on the next bar. Directions change only on slow
+steps (the close of a 30-minute bar), the clock on which structure's bias is read.
 
 Baselines (docs/evaluation.md):
 - ``BuyAndHold``: long from the first slow step on, always.

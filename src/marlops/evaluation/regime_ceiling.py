@@ -41,7 +41,7 @@ from marlops.evaluation.baselines import HMMRegimeClassifier
 from marlops.evaluation.metrics import regime_balanced_accuracy, regime_confusion
 from marlops.market.matrices import REGIME
 from marlops.market.regime_filter import RegimeFilterSettings, decide, filter_regimes
-from marlops.market.synthetic import REGIMES, STEP_NS, SyntheticMarketConfig
+from marlops.market.synthetic import REGIMES, SyntheticMarketConfig
 
 DETECTORS: tuple[str, ...] = ("ceiling", "ceiling_argmax", "ceiling_volume", "hmm", "gbm")
 
@@ -95,12 +95,7 @@ def ceiling_proba(
     """
     closes = scored_closes(data)
     volume = data.volume / SYNTHETIC_VOLUME_UNITS if with_volume else None
-    post = filter_regimes(data.close, data.end_ns, config, settings, volume=volume)
-    steps = (data.end_ns[closes] - 1) // STEP_NS
-    rows = np.searchsorted(post.step_start_ns // STEP_NS, steps)
-    if not np.array_equal(post.bar_index[rows], closes):  # each close must end its own step's row
-        raise AssertionError("ceiling filter: a scored close is not the last bar of its step")
-    return post.proba[rows]
+    return filter_regimes(data.close, data.end_ns, config, settings, volume=volume).at_closes(closes)
 
 
 def hmm_predict(clf: HMMRegimeClassifier, data: MarketData) -> np.ndarray:

@@ -144,6 +144,15 @@ class RegimePosterior:
         """
         return decide(self.proba, prior)
 
+    def at_closes(self, bars: np.ndarray) -> np.ndarray:
+        """The rows known at the close of base bars ``bars`` (each the last bar of its step), (n, 4)."""
+        b = np.asarray(bars, np.int64)
+        rows = np.searchsorted(self.bar_index, b)
+        ok = rows < len(self.bar_index)
+        if not (ok.all() and np.array_equal(self.bar_index[rows], b)):
+            raise ValueError("bars: each must be the last input bar of a 30-minute step")
+        return self.proba[rows]
+
 
 def decide(proba: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
     """argmax of ``proba / prior`` over the last axis (plain argmax without a prior)."""

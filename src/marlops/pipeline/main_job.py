@@ -25,7 +25,9 @@ Stage = Callable[[str], None]
 @dataclass
 class MainJobConfig:
     workdir: Path = Path("data")
-    days: float = 30.0  # training market (and the drift reference: vol_level's baseline spans ~10 days)
+    # training market (and the drift reference: vol_level's baseline spans ~10 days); 90 days give the small
+    # budget ~4,000 higher-bar decisions to learn from (30 were too few: docs/training.md, "Budgets")
+    days: float = 90.0
     seed: int = 0
     budget: str = "small"
     eval_seeds: str = "101,102"

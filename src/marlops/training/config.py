@@ -18,10 +18,12 @@ from marlops.training.pretrain import PretrainConfig
 class RegimeStageConfig:
     """Stage 1: the regime agent on the true regimes (class-weighted cross-entropy + forward volatility)."""
 
-    epochs: int = 3
+    epochs: int = 4
     max_samples: int | None = 12_000  # per epoch (None: all)
     batch_size: int | None = None  # None: the spec's
     lr: float | None = 1e-3  # None: the spec's; a short CPU run needs the larger step (docs/training.md)
+    # weight of the ceiling filter's soft targets against the hard labels (synthetic training markets only)
+    distill: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class TeamStageConfig:
     ent_coef: float = 0.003
     gamma: float = 0.99
     clip_coef: float = 0.1  # small steps: the pretrained policy is the starting point, not noise
+    kl_coef: float = 0.5  # KL(pretrained ‖ policy) anchor in the actors' loss (0: none)
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,10 @@ class RiskStageConfig:
     steps: int = 4000  # vectorized env steps (each moves every one of the n_envs environments)
     n_envs: int = 32
     steps_per_market: int = 1000  # markets take turns every this many steps
-    drawdown_penalty: float = 2.0  # the environment's drawdown weight in the risk agent's reward
+    drawdown_penalty: float = 0.5  # the environment's drawdown weight in the risk agent's reward
+    drawdown_weight: float = 2.0  # calibration: utility = return − this × max drawdown (risk_calibration.py)
+    calibration_days: float = 10.0  # calibration episodes: this long (a few days say little about drawdown)
+    calibration_episodes: int = 8  # per validation market
     learning_starts: int = 4096  # transitions
     buffer_size: int = 200_000
     batch_size: int = 128
@@ -64,7 +70,7 @@ class TrainConfig:
 
     seed: int = 0
     train_seeds: tuple[int, ...] = (1001, 1002)  # synthetic markets; every worker trains on all of them
-    validation_seed: int = 2001  # held-out market for the figures printed during training
+    validation_seed: int = 3001  # a market no stage learns from: the figures printed and the risk calibration
     days: int = 365  # per training market
     # a dataset folder (``MarketDataset``) to train on instead of the synthetic train seeds: the pipeline's
     # build-features step hands over the data it wrote the Feast sources from
@@ -117,19 +123,25 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "risk.epsilon_decay_steps": 64,
         "risk.target_update": 10,
         "risk.checkpoint_steps": 12,
+        "risk.calibration_days": 0.5,
+        "risk.calibration_episodes": 2,
         "checkpoint_every": 1,
     },
     "small": {
-        "days": 60,
+        "days": 90,
         "train_seeds": (1001,),
-        "regime.epochs": 2,
-        "structure.epochs": 2,
+        "regime.epochs": 3,
+        "regime.max_samples": None,
+        # ~4,000 decisions: smaller batches and more passes, or structure takes too few steps to leave flat
+        "structure.epochs": 6,
+        "structure.batch_size": 64,
         "tactical.max_samples": 15_000,
         "team.updates": 10,
         "team.n_envs": 32,
         "risk.steps": 1000,
         "risk.learning_starts": 2048,
         "risk.epsilon_decay_steps": 16_000,
+        "risk.calibration_episodes": 4,
     },
     "default": {},
     "gpu": {

@@ -131,8 +131,13 @@ def _train(
     if resumed:
         log({"event": "resumed", "checkpoint": resumed[0], "from_stage": state["stage"]})
     models = initial_models(cfg)
+    markets = training_markets(cfg)
+    # held out from every stage: the figures printed here and the risk agent's calibration (a dataset run
+    # has no synthetic twin of its market, so its calibration falls back to the training markets)
+    val_market = synthetic_market_data(cfg.validation_seed, max(cfg.days // 3, 8))
+    validation = [val_market] if not cfg.dataset else markets
     ctx = StageContext(
-        cfg, models, training_markets(cfg), dist, out, state, progress, log, step=resumed[0] if resumed else 0
+        cfg, models, markets, validation, dist, out, state, progress, log, step=resumed[0] if resumed else 0
     )
     run_regime(ctx)
     run_structure(ctx)
@@ -141,7 +146,7 @@ def _train(
     run_team(ctx, team, on_update)
     risk_metrics = run_risk(ctx)
 
-    val = regime_samples(synthetic_market_data(cfg.validation_seed, max(cfg.days // 3, 8)))
+    val = regime_samples(val_market)
     val_bacc = balanced_accuracy(val.label, predict(models.regime, val.x))
     # every worker's weights must be identical after data-parallel training: compare checksums
     checksum = np.array(

@@ -34,7 +34,7 @@ from marlops.agents.networks import StructureNet, TacticalNet
 from marlops.agents.types import MESSAGE_DIM, STRUCTURE_BIAS_LEVELS, TacticalAction
 from marlops.env.market_env import MarketData
 from marlops.training.distributed import Dist
-from marlops.training.encodings import MarketEncodings, structure_outputs
+from marlops.training.encodings import structure_outputs
 from marlops.training.targets import base_decision_bars, forward_z, level_utility, slow_decision_bars
 
 _LEVELS = torch.tensor(STRUCTURE_BIAS_LEVELS)
@@ -237,25 +237,26 @@ class TacticalSamples:
 
 
 def tactical_samples(
-    markets: Sequence[tuple[MarketData, MarketEncodings]], structure: StructureNet
+    markets: Sequence[tuple[MarketData, np.ndarray, np.ndarray]], structure: StructureNet
 ) -> TacticalSamples:
     """Every base bar after the warm-up, with the messages of its latest higher close and the executor's
-    action for structure's decision there (structure frozen, evaluated on its cached encodings)."""
+    action for structure's decision there. ``markets``: (data, the regime agent's message per higher bar,
+    structure's encoding per higher bar) — structure is frozen and its head runs on the encodings."""
     mk, ts, msgs, targets = [], [], [], []
-    for m, (data, enc) in enumerate(markets):
-        st = structure_outputs(structure, enc.structure_h, enc.regime.message)
+    for m, (data, regime_message, structure_h) in enumerate(markets):
+        st = structure_outputs(structure, structure_h, regime_message)
         t = base_decision_bars(data)
         h = np.maximum(data.higher_of[t], 0)
         mk.append(np.full(len(t), m, np.int64))
         ts.append(t)
-        msgs.append(np.stack([enc.regime.message[h], st.message[h]], 1))
+        msgs.append(np.stack([regime_message[h], st.message[h]], 1))
         targets.append(executor_actions(st.probs)[h])
     return TacticalSamples(
         np.concatenate(mk),
         np.concatenate(ts),
         np.concatenate(msgs),
         np.concatenate(targets),
-        [d for d, _ in markets],
+        [d for d, *_ in markets],
     )
 
 

@@ -7,12 +7,17 @@ predicts forward, from the past only (inputs never see past the close, targets m
 
 Loss: class-weighted cross-entropy with label smoothing (weights = inverse class frequency in the
 training set, because the goal is *balanced* accuracy and the stationary regime mix is uneven) plus
-``volatility_loss_weight`` × MSE of log volatilities. AdamW, linear warm-up, gradient clipping — the
+``volatility_loss_weight`` × MSE of log volatilities. On the reference synthetic market a teacher is known:
+the ceiling filter (:mod:`marlops.market.regime_filter`), which knows the generator's laws; its posterior
+(reweighted for balanced accuracy) is a soft target carrying far more per sample than one noisy label, and
+``distill`` blends it with the hard labels (knowledge distillation; docs/training.md has the figures).
+AdamW, linear warm-up, gradient clipping — the
 spec's ``training`` section (models/regime.yaml) gives every value.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from marlops.agents.networks import RegimeNet
-from marlops.env.market_env import MarketData
+from marlops.env.market_env import SYNTHETIC_VOLUME_UNITS, MarketData
+from marlops.market.regime_filter import filter_regimes
+from marlops.market.synthetic import SyntheticMarketConfig
 from marlops.training.distributed import Dist
 
 N_REGIMES = 4
@@ -35,13 +42,34 @@ class RegimeSamples:
     x: np.ndarray  # (N, 96, 11) float32 view rows
     label: np.ndarray  # (N,) int64
     log_vol: np.ndarray  # (N,) float32
+    teacher: np.ndarray | None = None  # (N, 4) the ceiling filter's balanced posterior, where it is known
 
     def __len__(self) -> int:
         return len(self.label)
 
 
-def regime_samples(data: MarketData) -> RegimeSamples:
-    """Every higher-bar close after the warm-up that has a label and a forward volatility window."""
+def concat_samples(parts: list[RegimeSamples]) -> RegimeSamples:
+    teachers = [p.teacher for p in parts]
+    return RegimeSamples(
+        np.concatenate([p.x for p in parts]),
+        np.concatenate([p.label for p in parts]),
+        np.concatenate([p.log_vol for p in parts]),
+        None if any(t is None for t in teachers) else np.concatenate(teachers),  # type: ignore[arg-type]
+    )
+
+
+def teacher_targets(data: MarketData, closes: np.ndarray, config: SyntheticMarketConfig) -> np.ndarray:
+    """The ceiling filter's posterior at ``closes`` (it knows the generator's laws), reweighted by the inverse
+    regime prior and renormalized: the soft target whose argmax is the *balanced*-accuracy decision, as the
+    class-weighted hard loss aims for. ``data``: a market of ``config`` (volume in instrument units)."""
+    post = filter_regimes(data.close, data.end_ns, config, volume=data.volume / SYNTHETIC_VOLUME_UNITS)
+    q = post.at_closes(closes) / config.stationary_fractions()
+    return (q / q.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def regime_samples(data: MarketData, teacher: SyntheticMarketConfig | None = None) -> RegimeSamples:
+    """Every higher-bar close after the warm-up that has a label and a forward volatility window; with
+    ``teacher`` (the market's generator config) also the ceiling filter's soft targets."""
     closes = np.flatnonzero(data.slow_step)
     closes = closes[(closes >= data.warm_from) & (closes + _FORWARD_BARS < len(data))]
     label = data.regime_label[closes]
@@ -54,6 +82,7 @@ def regime_samples(data: MarketData) -> RegimeSamples:
         x=data.regime[data.higher_of[closes]],
         label=label.astype(np.int64),
         log_vol=np.log(np.maximum(vol, 1e-8)).astype(np.float32),
+        teacher=None if teacher is None else teacher_targets(data, closes, teacher),
     )
 
 
@@ -85,12 +114,14 @@ class RegimeTrainer:
         seed: int = 0,
         total_steps: int | None = None,
         fresh: bool = True,
+        distill: float = 0.0,
     ) -> None:
         t = net.spec.training
         self.net, self.samples, self.dist = net, samples, dist or Dist()
         self.batch_size = t.batch_size
         self.opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         # a short run must not spend itself warming up: at most a tenth of its steps
+        self.total_steps = total_steps  # known: cosine decay to 10 % of the peak after the warm-up
         self.warmup = (
             t.warmup_steps if total_steps is None else min(t.warmup_steps, max(1, total_steps // 10))
         )
@@ -103,6 +134,8 @@ class RegimeTrainer:
         counts = np.bincount(samples.label, minlength=N_REGIMES).astype(np.float64)
         w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / (counts > 0).sum(), 0.0)
         self.class_weight = torch.as_tensor(w, dtype=torch.float32)
+        # weight of the teacher's soft targets against the hard labels (0 without a teacher)
+        self.distill = distill if samples.teacher is not None else 0.0
         self.rng = np.random.default_rng(seed)
         self.steps = 0
         self.epochs_done = 0
@@ -137,10 +170,14 @@ class RegimeTrainer:
             v = torch.as_tensor(self.samples.log_vol[idx])
             out = self.net(x)
             ce = F.cross_entropy(out.logits, y, weight=self.class_weight, label_smoothing=self.smoothing)
+            if self.distill > 0:
+                q = torch.as_tensor(self.samples.teacher[idx])  # type: ignore[index]
+                soft = -(q * torch.log_softmax(out.logits, -1)).sum(-1).mean()
+                ce = (1.0 - self.distill) * ce + self.distill * soft
             vol = F.mse_loss(torch.log(out.volatility + 1e-8), v)
             loss = ce + self.vol_w * vol
             for g in self.opt.param_groups:
-                g["lr"] = self.lr * min(1.0, (self.steps + 1) / max(1, self.warmup))
+                g["lr"] = self.lr * self.lr_factor(self.steps)
             self.opt.zero_grad()
             loss.backward()
             self.dist.all_reduce_grads(list(self.net.parameters()))
@@ -155,6 +192,15 @@ class RegimeTrainer:
         self.epochs_done += 1
         self.net.eval()
         return {"regime_loss": float(np.mean(losses)), "regime_train_acc": correct / max(seen, 1)}
+
+    def lr_factor(self, step: int) -> float:
+        """Linear warm-up, then (with a known length) cosine decay to 10 % of the peak."""
+        if step < self.warmup:
+            return (step + 1) / max(1, self.warmup)
+        if not self.total_steps:
+            return 1.0
+        frac = min(1.0, (step - self.warmup) / max(1, self.total_steps - self.warmup))
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * frac))
 
     def state_dict(self) -> dict:
         return {

@@ -14,6 +14,15 @@ sampled — ~150 bytes per transition instead of 15 KB, so a long buffer fits in
 
 Its reward is the environment's team reward with a heavier drawdown penalty (``RiskStageConfig``): the
 risk agent is the team's drawdown control, judged by how much drawdown it removes per unit of return.
+
+Q-learning estimates the value of each action with noise, and the greedy risk agent acts on the largest
+estimate: where every action is worth the same (no entry proposed: allow = modify = block; flat: allow =
+force exit) that noise alone would pick an intervention, and a spurious forced exit costs a round trip.
+:func:`no_op_noise` measures that noise exactly there — on states where an action is a no-op its true
+advantage over ``allow`` is zero, so the spread of its estimated advantage is estimation error — and
+:mod:`.risk_calibration` chooses, on markets the agent did not learn from, by how many multiples of it an
+intervention must beat ``allow``. The margin lives in the network's output bias, so the exported model,
+the engine and the decision server all act on it unchanged.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from marlops.agents.networks import RiskNet
-from marlops.agents.types import PORTFOLIO_FEATURES, TacticalAction
+from marlops.agents.types import PORTFOLIO_FEATURES, RiskAction, TacticalAction
 from marlops.env.market_env import MarketData
 from marlops.training.dqn import DQNConfig, DQNLearner
 from marlops.training.replay import FieldSpec, PrioritizedReplay
@@ -152,3 +161,40 @@ class RiskController:
             return {}
         out = [self.learner.train_step(self.replay) for _ in range(n_steps)]
         return {f"risk_{k}": float(np.mean([m[k] for m in out])) for k in ("loss", "q_mean", "td_abs_mean")}
+
+
+def no_op_mask(records: np.ndarray) -> np.ndarray:
+    """(N, 4) bool: the actions that change nothing in each state (their true advantage over allow is 0).
+
+    ``records`` = portfolio ‖ proposal. Without a proposed entry, modify_size and block_entry act as allow;
+    without a position, force_exit does (``agents.decision.decide``)."""
+    n_pf = len(PORTFOLIO_FEATURES)
+    position = records[:, 0]
+    tactical = records[:, n_pf : n_pf + len(TacticalAction)].argmax(-1)
+    entry = (tactical == TacticalAction.ENTER_LONG) | (tactical == TacticalAction.ENTER_SHORT)
+    out = np.zeros((len(records), len(RiskAction)), bool)
+    out[:, RiskAction.MODIFY_SIZE] = ~entry
+    out[:, RiskAction.BLOCK_ENTRY] = ~entry
+    out[:, RiskAction.FORCE_EXIT] = position == 0
+    return out
+
+
+@torch.no_grad()
+def no_op_noise(
+    learner: DQNLearner, replay: PrioritizedReplay, n: int = 20_000, quantile: float = 0.99, seed: int = 0
+) -> float:
+    """The ``quantile`` of the estimated advantage over ``allow`` of actions that change nothing (see the
+    module docstring): how far above allow noise alone lifts an intervention (0 when nothing to measure)."""
+    size = len(replay)
+    if size == 0:
+        return 0.0
+    idx = np.random.default_rng(seed).choice(size, min(n, size), replace=False)
+    where, records = replay.data["where"][idx], replay.data["records"][idx]
+    q = np.concatenate(
+        [
+            learner.q_values([where[i : i + 4096], records[i : i + 4096]]).numpy()
+            for i in range(0, len(idx), 4096)
+        ]
+    )
+    noise = (q - q[:, [RiskAction.ALLOW]])[no_op_mask(records)]
+    return max(float(np.quantile(noise, quantile)), 0.0) if noise.size else 0.0

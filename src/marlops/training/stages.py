@@ -15,6 +15,8 @@ the stage it was in.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,11 +28,11 @@ from tqdm.auto import tqdm
 
 from marlops.agents.specs import load_specs
 from marlops.env.market_env import EnvConfig, MarketData, VecMarketEnv
+from marlops.market.synthetic import SyntheticMarketConfig
 from marlops.training import distributed
 from marlops.training.checkpoint import save_checkpoint
 from marlops.training.config import TrainConfig
 from marlops.training.dqn import DQNConfig
-from marlops.training.encodings import encode_regime
 from marlops.training.mappo import MAPPO, MAPPOConfig, _EpisodeLog
 from marlops.training.pretrain import (
     StructurePretrainer,
@@ -39,9 +41,10 @@ from marlops.training.pretrain import (
     structure_samples,
     tactical_samples,
 )
-from marlops.training.regime import RegimeSamples, RegimeTrainer, regime_samples
-from marlops.training.risk import RiskController, proposal
-from marlops.training.team import TeamCritic, TeamModels, TeamVecEnv, TrainedTeam
+from marlops.training.regime import RegimeTrainer, concat_samples, regime_samples
+from marlops.training.risk import RiskController, no_op_noise, proposal
+from marlops.training.risk_calibration import add_allow_margin, choose_allow_margin
+from marlops.training.team import MarketsTeamEnv, TeamCritic, TeamModels, TeamVecEnv, TrainedTeam
 
 STAGES = ("regime", "structure", "tactical", "team", "risk")
 
@@ -53,6 +56,7 @@ class StageContext:
     cfg: TrainConfig
     models: TeamModels
     markets: list[MarketData]
+    validation: list[MarketData]  # markets no stage learns from: figures and the risk agent's calibration
     dist: distributed.Dist
     out: Path
     state: dict[str, Any]  # the checkpoint being built (resumed entries included)
@@ -93,14 +97,27 @@ def _epochs(
 # -------------------------------------------------------------------------------------------------- regime
 
 
+def reference_generator(cfg: TrainConfig) -> SyntheticMarketConfig | None:
+    """The generator of the training markets when it is the reference one (so the ceiling filter, which
+    knows its laws, can teach the regime agent): the synthetic train seeds, or a dataset written from the
+    reference generator (``marlops data synth``, the pipelines' build-features step); None otherwise."""
+    if not cfg.dataset:
+        return SyntheticMarketConfig()
+    meta = json.loads((Path(cfg.dataset) / "meta.json").read_text())
+    reference = json.loads(json.dumps(dataclasses.asdict(SyntheticMarketConfig())))
+    if meta.get("source") == "synthetic" and meta.get("synthetic_config", reference) == reference:
+        return SyntheticMarketConfig()
+    return None
+
+
 def run_regime(ctx: StageContext) -> None:
     cfg, regime_net = ctx.cfg.regime, ctx.models.regime
-    parts = [regime_samples(d) for d in ctx.markets]
-    samples = RegimeSamples(
-        np.concatenate([p.x for p in parts]),
-        np.concatenate([p.label for p in parts]),
-        np.concatenate([p.log_vol for p in parts]),
-    )
+    teacher = reference_generator(ctx.cfg) if cfg.distill > 0 else None
+    try:
+        samples = concat_samples([regime_samples(d, teacher) for d in ctx.markets])
+    except ValueError as e:  # bars off the reference grid: the filter cannot teach here, the labels still do
+        ctx.log({"stage": "regime", "event": "no_teacher", "reason": str(e)})
+        samples = concat_samples([regime_samples(d) for d in ctx.markets])
     batch = cfg.batch_size or regime_net.spec.training.batch_size
     n = min(len(samples), cfg.max_samples or len(samples))
     per_epoch = max(1, n // ctx.dist.world_size // batch)
@@ -111,6 +128,7 @@ def run_regime(ctx: StageContext) -> None:
         seed=ctx.cfg.seed + ctx.dist.rank,
         total_steps=per_epoch * cfg.epochs,
         fresh=not ctx.cfg.init_from,
+        distill=cfg.distill,
     )
     trainer.batch_size = batch
     if cfg.lr is not None:
@@ -126,7 +144,7 @@ def run_regime(ctx: StageContext) -> None:
 
 def run_structure(ctx: StageContext) -> None:
     m, cfg = ctx.models, ctx.cfg.structure
-    markets = [(d, encode_regime(m.regime, d).message) for d in ctx.markets]
+    markets = [(d, m.regime_encoding(d).message) for d in ctx.markets]
     trainer = StructurePretrainer(
         m.structure, structure_samples(markets, cfg), cfg, ctx.dist, seed=ctx.cfg.seed + 1
     )
@@ -134,7 +152,7 @@ def run_structure(ctx: StageContext) -> None:
         trainer.load_state_dict(ctx.state["structure"])
     _epochs(ctx, "structure", trainer, cfg.epochs, trainer.batches_per_epoch())
     m.structure.eval()
-    m.forget_encodings()
+    m.forget_encodings("structure")
 
 
 # ------------------------------------------------------------------------------------------------ tactical
@@ -142,7 +160,7 @@ def run_structure(ctx: StageContext) -> None:
 
 def run_tactical(ctx: StageContext) -> None:
     m, cfg = ctx.models, ctx.cfg.tactical
-    markets = [(d, m.encodings(d)) for d in ctx.markets]
+    markets = [(d, m.regime_encoding(d).message, m.structure_encoding(d)) for d in ctx.markets]
     trainer = TacticalPretrainer(
         m.tactical, tactical_samples(markets, m.structure), cfg, ctx.dist, seed=ctx.cfg.seed + 2
     )
@@ -150,7 +168,7 @@ def run_tactical(ctx: StageContext) -> None:
         trainer.load_state_dict(ctx.state["tactical"])
     _epochs(ctx, "tactical", trainer, cfg.epochs, trainer.batches_per_epoch())
     m.tactical.eval()
-    m.forget_encodings()
+    m.forget_encodings("tactical")
 
 
 # ---------------------------------------------------------------------------------------------------- team
@@ -167,6 +185,8 @@ class TeamStage:
 
 def make_team_stage(ctx: StageContext) -> TeamStage:
     cfg, m = ctx.cfg.team, ctx.models
+    for actor in (m.structure_actor, m.tactical_actor):
+        actor.anchor(cfg.kl_coef)  # the pretrained policy, before any update (a resumed run loads over it)
     critic = TeamCritic()
     mappo = MAPPO(
         [m.structure_actor, m.tactical_actor],
@@ -200,26 +220,26 @@ def run_team(
     ctx: StageContext, stage: TeamStage, on_update: Callable[[dict[str, float]], None] | None
 ) -> None:
     cfg, mappo = ctx.cfg.team, stage.mappo
-    envs = [
-        TeamVecEnv(_env(ctx, d, cfg.n_envs, ctx.cfg.seed + i), ctx.models)
-        for i, d in enumerate(_shard(ctx.markets, ctx.dist))
-    ]
-    current = -1
+    mine = _shard(ctx.markets, ctx.dist)
+    per_market = max(1, cfg.n_envs // len(mine))  # every rollout holds every market of this worker
+    env = MarketsTeamEnv(
+        [
+            TeamVecEnv(_env(ctx, d, per_market, ctx.cfg.seed + 100 * ctx.dist.rank + i), ctx.models)
+            for i, d in enumerate(mine)
+        ]
+    )
+    mappo.reset(env, ctx.cfg.seed + 17 * ctx.dist.rank + mappo.updates_done)
     with ctx.bar(cfg.updates, mappo.updates_done, "team", "upd") as bar:
         while mappo.updates_done < cfg.updates:
-            k = mappo.updates_done % len(envs)
-            if k != current:  # markets take turns; a switch starts fresh episodes there
-                mappo.reset(envs[k], ctx.cfg.seed + 17 * ctx.dist.rank + mappo.updates_done)
-                current = k
             log = _EpisodeLog()
-            buf = mappo.collect(envs[k], cfg.rollout_steps, log)
+            buf = mappo.collect(env, cfg.rollout_steps, log)
             metrics = mappo.update(buf)
             mappo.updates_done += 1
             metrics.update(
                 update=mappo.updates_done,
                 reward_mean=float(buf.rewards[..., 0].mean()),
                 episode_return=float(np.mean(log.returns)) if log.returns else float("nan"),
-                env_steps=mappo.updates_done * cfg.rollout_steps * cfg.n_envs * ctx.dist.world_size,
+                env_steps=mappo.updates_done * cfg.rollout_steps * env.n_envs * ctx.dist.world_size,
                 wall_s=time.perf_counter() - ctx.start,
             )
             metrics = {k: ctx.dist.mean(float(v)) for k, v in metrics.items()}
@@ -234,6 +254,12 @@ def run_team(
             bar.set_postfix(r=f"{metrics['reward_mean']:.4f}", ev=f"{metrics['explained_variance']:.2f}")
     for net in (ctx.models.structure, ctx.models.tactical):
         net.eval()
+    ctx.models.outputs.clear()  # the heads moved: what the team says must be computed anew
+
+
+def _base_bar_ns(data: MarketData) -> int:
+    """The base timeframe of a market (the median spacing of its bar ends)."""
+    return int(np.median(np.diff(data.end_ns[: min(len(data), 1000)]))) if len(data) > 1 else 300 * 10**9
 
 
 def _shard(markets: Sequence[MarketData], dist: distributed.Dist) -> list[MarketData]:
@@ -249,6 +275,8 @@ def run_risk(ctx: StageContext) -> dict[str, float]:
     """The risk agent's DQN against the frozen, greedy team (see :mod:`.risk`); ``steps`` env steps of
     ``n_envs`` environments per market in turn, ``1 / train_every`` gradient steps per env step."""
     cfg, m = ctx.cfg.risk, ctx.models
+    if cfg.steps == 0:  # nothing to learn (a warm start may keep its risk agent as it is)
+        return {}
     markets = _shard(ctx.markets, ctx.dist)
     risk = RiskController(
         m.risk,
@@ -270,7 +298,7 @@ def run_risk(ctx: StageContext) -> dict[str, float]:
     if "risk" in ctx.state:
         risk.learner.load_state_dict(ctx.state["risk"]["learner"])
         risk.env_steps = int(ctx.state["risk"]["env_steps"])
-    done_steps = risk.env_steps // (cfg.n_envs * len(markets))
+    done_steps = risk.env_steps // cfg.n_envs
     last: dict[str, float] = {}
     team = TrainedTeam(m, use_risk=False)
     with ctx.bar(cfg.steps, done_steps, "risk", "step") as bar:
@@ -281,7 +309,7 @@ def run_risk(ctx: StageContext) -> dict[str, float]:
                 ctx,
                 data,
                 cfg.n_envs,
-                ctx.cfg.seed + 101 * k + done_steps,
+                ctx.cfg.seed + 1000 * ctx.dist.rank + 101 * k + done_steps,
                 drawdown_penalty=cfg.drawdown_penalty,
             )
             obs = env.reset()
@@ -312,5 +340,37 @@ def run_risk(ctx: StageContext) -> dict[str, float]:
                         }
                     )
                     ctx.checkpoint("risk")
+    if "allow_margin" not in ctx.state["risk"]:  # once: a rerun of a finished run has no replay to measure
+        # every worker must choose the same margin: one noise figure (their replays differ), the same
+        # validation episodes, and weights already in sync
+        noise = ctx.dist.mean(no_op_noise(risk.learner, risk.replay, seed=ctx.cfg.seed))
+        choice = choose_allow_margin(
+            m,
+            ctx.validation,
+            noise,
+            round(cfg.calibration_days * 86_400e9 / _base_bar_ns(ctx.validation[0])),
+            episodes_per_market=cfg.calibration_episodes,
+            drawdown_weight=cfg.drawdown_weight,
+            seed=ctx.cfg.seed,
+        )
+        add_allow_margin(m, choice.margin)
+        ctx.state["risk"] = {
+            "learner": risk.learner.state_dict(),
+            "env_steps": risk.env_steps,
+            "allow_margin": choice.margin,
+            "noise": noise,
+        }
+        scores = {str(k): v for k, v in choice.scores.items()}
+        ctx.log(
+            {
+                "stage": "risk",
+                "event": "calibrated",
+                "noise": noise,
+                "allow_margin": choice.margin,
+                "scores": scores,
+            }
+        )
+        ctx.checkpoint("risk")
+    last["allow_margin"] = ctx.state["risk"]["allow_margin"]
     m.risk.eval()
     return last

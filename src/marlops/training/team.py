@@ -21,7 +21,9 @@ deterministic function of the same state. The risk agent acts after the team on 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +36,14 @@ from marlops.agents.types import MESSAGE_DIM, STRUCTURE_BIAS_LEVELS, RiskAction
 from marlops.env.market_env import MarketData, VecMarketEnv
 from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL
 from marlops.training.dqn import flatten_risk_obs, risk_q_fn
-from marlops.training.encodings import MarketEncodings, encode_market, structure_outputs
+from marlops.training.encodings import (
+    MarketEncodings,
+    RegimeEncoding,
+    encode_regime,
+    encode_structure,
+    encode_tactical,
+    structure_outputs,
+)
 from marlops.training.mappo import VecObs, VecStep
 from marlops.training.risk import proposal
 
@@ -61,19 +70,43 @@ def tactical_obs_dim(net: TacticalNet) -> int:
     return encoding_width(net) + 2 * MESSAGE_DIM + 2
 
 
+def _anchor_kl(logits: Tensor, reference: Tensor | None) -> Tensor:
+    """KL(reference policy ‖ current policy), batch mean; 0 without a reference."""
+    if reference is None:
+        return torch.zeros(())
+    ref = torch.log_softmax(reference, -1)
+    return (ref.exp() * (ref - torch.log_softmax(logits, -1))).sum(-1).mean()
+
+
 class StructureActor(nn.Module):
     """MAPPO's view of the structure agent: ``dist(obs)`` over bias levels, plus the size/confidence
-    auxiliary loss; ``obs`` = encoding ‖ regime message ‖ present flag."""
+    auxiliary loss; ``obs`` = encoding ‖ regime message ‖ present flag.
+
+    ``anchor(kl_coef)`` freezes a copy of the current policy as the reference the auxiliary loss keeps the
+    fine-tuned policy close to (``kl_coef · KL(reference ‖ policy)``): the pretrained policy is the starting
+    point MAPPO improves on, and on-policy noise should not walk it away (docs/training.md)."""
 
     def __init__(self, net: StructureNet) -> None:
         super().__init__()
         self.net = net
         self.width = encoding_width(net)
+        self.kl_coef = 0.0
+        self._reference: StructureNet | None = None
+
+    def anchor(self, kl_coef: float) -> None:
+        self.kl_coef = kl_coef
+        self._reference = copy.deepcopy(self.net).requires_grad_(False) if kl_coef > 0 else None
+
+    def _split(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        w = self.width
+        return (
+            obs[:, :w],
+            obs[:, w : w + MESSAGE_DIM].reshape(-1, 1, MESSAGE_DIM),
+            obs[:, w + MESSAGE_DIM :] > 0.5,
+        )
 
     def _forward(self, obs: Tensor) -> StructureOut:
-        w = self.width
-        msgs = obs[:, w : w + MESSAGE_DIM].reshape(-1, 1, MESSAGE_DIM)
-        return self.net.head(obs[:, :w], msgs, obs[:, w + MESSAGE_DIM :] > 0.5)
+        return self.net.head(*self._split(obs))
 
     def dist(self, obs: Tensor) -> Categorical:
         return Categorical(logits=self._forward(obs).logits)
@@ -81,21 +114,44 @@ class StructureActor(nn.Module):
     def aux_loss(self, obs: Tensor) -> Tensor:
         out = self._forward(obs)
         probs = torch.softmax(out.logits, dim=-1).detach()
-        return F.mse_loss(out.size, probs @ _ABS_LEVELS) + F.mse_loss(out.confidence, probs.max(-1).values)
+        loss = F.mse_loss(out.size, probs @ _ABS_LEVELS) + F.mse_loss(out.confidence, probs.max(-1).values)
+        if self._reference is not None:
+            with torch.no_grad():
+                ref = self._reference.head(*self._split(obs)).logits
+            loss = loss + self.kl_coef * _anchor_kl(out.logits, ref)
+        return loss
 
 
 class TacticalActor(nn.Module):
-    """MAPPO's view of the tactical agent; ``obs`` = encoding ‖ regime and structure messages ‖ flags."""
+    """MAPPO's view of the tactical agent; ``obs`` = encoding ‖ regime and structure messages ‖ flags.
+    ``anchor`` as :class:`StructureActor`'s."""
 
     def __init__(self, net: TacticalNet) -> None:
         super().__init__()
         self.net = net
         self.width = encoding_width(net)
+        self.kl_coef = 0.0
+        self._reference: TacticalNet | None = None
 
-    def dist(self, obs: Tensor) -> Categorical:
+    def anchor(self, kl_coef: float) -> None:
+        self.kl_coef = kl_coef
+        self._reference = copy.deepcopy(self.net).requires_grad_(False) if kl_coef > 0 else None
+
+    def _split(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         w = self.width
         msgs = obs[:, w : w + 2 * MESSAGE_DIM].reshape(-1, 2, MESSAGE_DIM)
-        return Categorical(logits=self.net.head(obs[:, :w], msgs, obs[:, w + 2 * MESSAGE_DIM :] > 0.5).logits)
+        return obs[:, :w], msgs, obs[:, w + 2 * MESSAGE_DIM :] > 0.5
+
+    def dist(self, obs: Tensor) -> Categorical:
+        return Categorical(logits=self.net.head(*self._split(obs)).logits)
+
+    def aux_loss(self, obs: Tensor) -> Tensor:
+        if self._reference is None:
+            return torch.zeros(())
+        parts = self._split(obs)
+        with torch.no_grad():
+            ref = self._reference.head(*parts).logits
+        return self.kl_coef * _anchor_kl(self.net.head(*parts).logits, ref)
 
 
 class TeamCritic(nn.Module):
@@ -147,7 +203,9 @@ class TeamModels:
         self.regime, self.structure, self.tactical, self.risk = regime, structure, tactical, risk
         self.structure_actor = StructureActor(structure)
         self.tactical_actor = TacticalActor(tactical)
-        self._encodings: dict[int, tuple[MarketData, MarketEncodings]] = {}
+        self._encodings: dict[int, tuple[MarketData, dict[str, Any]]] = {}
+        # what the trained team says over a market (TrainedTeam.prepare), valid while no weight changes
+        self.outputs: dict[int, MarketOutputs] = {}
         for net in (regime, structure, tactical, risk):
             net.eval()  # no dropout in RL: rollout and update log-probs must agree
 
@@ -159,17 +217,39 @@ class TeamModels:
             "risk": self.risk,
         }
 
-    def encodings(self, data: MarketData) -> MarketEncodings:
-        """The frozen encoders over ``data``, computed on first use (keyed by the object: a market is not
-        copied between stages). Call :meth:`forget_encodings` after an encoder changes."""
+    def _cached(self, data: MarketData, part: str) -> Any:
+        """One agent's encoding of ``data``, computed on first use (keyed by the object: a market is not
+        copied between stages). :meth:`forget_encodings` drops an agent's after its encoder changed."""
         hit = self._encodings.get(id(data))
         if hit is None or hit[0] is not data:
-            hit = (data, encode_market(self.regime, self.structure, self.tactical, data))
+            hit = (data, {})
             self._encodings[id(data)] = hit
-        return hit[1]
+        if part not in hit[1]:
+            encode = {
+                "regime": lambda: encode_regime(self.regime, data),
+                "structure": lambda: encode_structure(self.structure, data),
+                "tactical": lambda: encode_tactical(self.tactical, data),
+            }[part]
+            hit[1][part] = encode()
+        return hit[1][part]
 
-    def forget_encodings(self) -> None:
-        self._encodings.clear()
+    def regime_encoding(self, data: MarketData) -> RegimeEncoding:
+        return self._cached(data, "regime")
+
+    def structure_encoding(self, data: MarketData) -> np.ndarray:
+        return self._cached(data, "structure")
+
+    def encodings(self, data: MarketData) -> MarketEncodings:
+        return MarketEncodings(
+            self._cached(data, "regime"), self._cached(data, "structure"), self._cached(data, "tactical")
+        )
+
+    def forget_encodings(self, *agents: str) -> None:
+        """Drop the cached encodings of ``agents`` (all of them when none is named) and the team's outputs."""
+        self.outputs.clear()
+        for _, parts in self._encodings.values():
+            for name in agents or tuple(parts):
+                parts.pop(name, None)
 
     @torch.no_grad()
     def refresh(self, ctx: SlowContext, rows: np.ndarray, h: np.ndarray, enc: MarketEncodings) -> None:
@@ -264,6 +344,43 @@ class TeamVecEnv:
         return VecStep(o, s, rewards, done, np.zeros(self.n_envs, bool), s, a)
 
 
+class MarketsTeamEnv:
+    """Several markets' :class:`TeamVecEnv` stepped as one (their environments side by side), so every MAPPO
+    rollout holds every training market and episodes run to their end without switching."""
+
+    n_agents = 2
+
+    def __init__(self, envs: list[TeamVecEnv]) -> None:
+        if not envs:
+            raise ValueError("envs: need at least one market")
+        self.envs = envs
+        self.n_envs = sum(e.n_envs for e in envs)
+        self._cuts = np.cumsum([e.n_envs for e in envs])[:-1]
+
+    @staticmethod
+    def _cat(parts: list[np.ndarray | None]) -> np.ndarray | None:
+        return None if any(p is None for p in parts) else np.concatenate(parts)  # type: ignore[arg-type]
+
+    def reset(self, seed: int) -> VecObs:
+        parts = [e.reset(seed + 1000 * i) for i, e in enumerate(self.envs)]
+        obs = [np.concatenate([p.obs[k] for p in parts]) for k in range(self.n_agents)]
+        return VecObs(obs, np.concatenate([p.state for p in parts]), self._cat([p.acts for p in parts]))
+
+    def step(self, actions: np.ndarray) -> VecStep:
+        parts = [e.step(a) for e, a in zip(self.envs, np.split(actions, self._cuts), strict=True)]
+        obs = [np.concatenate([p.obs[k] for p in parts]) for k in range(self.n_agents)]
+        cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+        return VecStep(
+            obs,
+            cat("state"),
+            cat("rewards"),
+            cat("terminated"),
+            cat("truncated"),
+            cat("final_state"),
+            self._cat([p.acts for p in parts]),
+        )
+
+
 @dataclass
 class MarketOutputs:
     """The market-only outputs of regime, structure and tactical over one history, in batch: per higher
@@ -280,7 +397,8 @@ class MarketOutputs:
 
 @torch.no_grad()
 def market_outputs(models: TeamModels, data: MarketData, batch: int = 4096) -> MarketOutputs:
-    enc = encode_market(models.regime, models.structure, models.tactical, data)
+    """The heads over the models' cached encodings of ``data`` (computed on first use)."""
+    enc = models.encodings(data)
     st = structure_outputs(models.structure, enc.structure_h, enc.regime.message)
     logits = np.zeros((len(data), 5), np.float32)
     ts = np.arange(max(data.warm_from, 0), len(data))
@@ -311,10 +429,10 @@ class TrainedTeam:
         """Run the market-only networks over ``data`` in batches (cached per history on the shared models,
         so the no-risk ablation reuses them); :meth:`act` then looks outputs up by ``obs["bar_index"]``.
         Orders of magnitude faster than batch-1 calls, and equal to them (tested)."""
-        cached = getattr(self.models, "_market_outputs", None)
+        cached = self.models.outputs.get(id(data))
         if cached is None or cached.data_id != id(data):
             cached = market_outputs(self.models, data)
-            self.models._market_outputs = cached  # type: ignore[attr-defined]
+            self.models.outputs[id(data)] = cached
         self._pre: MarketOutputs | None = cached
         self._data = data
 
