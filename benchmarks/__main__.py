@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["market", "agents", "agents_gpu", "env", "train", "mappo_mpe", "serving"]
+BENCHMARKS = ["market", "agents", "agents_gpu", "env", "train", "regime_ceiling", "mappo_mpe", "serving"]
 
 
 def main(argv: list[str]) -> None:

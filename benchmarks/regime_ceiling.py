@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from marlops.env.market_env import synthetic_market_data
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-days", type=float, default=45.0)
     ap.add_argument("--eval-days", type=float, default=30.0)
     ap.add_argument("--year-days", type=float, default=365.0, help="days of the long filter run (0: skip)")
-    args = ap.parse_args(argv)
+    args = ap.parse_args([] if argv is None else argv)  # `python -m benchmarks` passes none
     t0 = time.perf_counter()
     res = regime_ceiling(train_days=args.train_days, eval_days=args.eval_days)
     total = time.perf_counter() - t0
@@ -66,4 +67,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -14,7 +14,12 @@ from typer.testing import CliRunner
 from marlops.cli import app
 
 runner = CliRunner()
-TINY = ["--budget", "ci", "--days", "8", "--eval-days", "8", "--replay-days", "0.25"]
+# the ci budget is a smoke run (a few PPO updates): whether its team trades is chance, so the gate's
+# no-trade refusal (tested in test_registry.py) is switched off here to reach serving and drift
+TINY = [
+    "--budget", "ci", "--days", "8", "--eval-days", "8", "--replay-days", "0.25",
+    "--gate", '{"require_trades": false}',
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -63,3 +68,7 @@ def test_main_job_refuses_bad_settings(workdir: Path) -> None:
     res = runner.invoke(app, ["run", "--workdir", str(workdir), "--budget", "huge", "--days", "8"])
     assert res.exit_code == 2 and "budget: unknown 'huge'" in res.output
     assert not (workdir / "kfp").exists()  # refused before anything ran
+    for gate, problem in (("{", "gate: not JSON"), ('{"require_trade": false}', "gate: require_trade: Extra")):
+        res = runner.invoke(app, ["run", "--workdir", str(workdir), "--days", "8", "--gate", gate])
+        assert res.exit_code == 2 and problem in res.output, res.output
+    assert not (workdir / "kfp").exists()

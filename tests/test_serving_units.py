@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from marlops.agents.decision import RiskLimits
 from marlops.agents.engine import EngineConfig
 from marlops.agents.replay import replay_ticks
 from marlops.agents.runtime import AgentSet
@@ -260,8 +261,12 @@ def _compare(ref, got) -> None:
 def test_service_decides_exactly_as_the_engine(team: Path, ticks) -> None:
     """The service's request-driven sequence (with tactical and risk called at once) against the engine's
     event-driven one: every field of every decision, on a market that trades, stops out and hits limits."""
-    ref = replay_ticks(ticks, AgentSet.load(team), engine_config=EngineConfig(agent_budget_us={})).decisions
-    svc = _service(team)
+    # tight leverage so the hard limits bind on this market (a 3-ATR stop sizes entries below the default cap)
+    limits = RiskLimits(max_leverage=0.3)
+    ref = replay_ticks(
+        ticks, AgentSet.load(team), limits=limits, engine_config=EngineConfig(agent_budget_us={})
+    ).decisions
+    svc = _service(team, limits=limits)
 
     async def run() -> list:
         return [

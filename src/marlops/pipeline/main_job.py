@@ -36,6 +36,7 @@ class MainJobConfig:
     replay_days: float = 1.0
     serve: bool = True  # replay through the local KServe servers (False: the engine in this process)
     drift: bool = True
+    gate: str = "{}"  # JSON of GateConfig fields for the promotion gate (validated before the pipeline runs)
 
 
 @dataclass
@@ -96,9 +97,7 @@ def replay_in_process(cfg: MainJobConfig, on_progress: Callable[[int], None] | N
     return {"summary": res.summary, "audit": audit, "ticks": len(ticks), "versions": dict(agents.versions)}
 
 
-def replay_served(
-    cfg: MainJobConfig, on_progress: Callable[[int], None] | None = None
-) -> dict[str, Any]:
+def replay_served(cfg: MainJobConfig, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The champion served by the local KServe servers (four agents + the decision server, loading
     ``models:/marlops-<agent>@champion``); every decision of the replay goes over HTTP and into the
     request log the drift job reads."""
@@ -149,10 +148,12 @@ def run_main_job(
     on_stage: Stage = _noop,
     on_progress: Callable[[int], None] | None = None,
 ) -> MainJobResult:
+    from marlops.pipeline.steps import gate_config
     from marlops.training.market import BUDGETS
 
     if cfg.budget not in BUDGETS:  # before anything runs (the pipeline would only fail at its train step)
         raise ValueError(f"budget: unknown {cfg.budget!r}; expected one of {sorted(BUDGETS)}")
+    gate_config(cfg.gate)  # a bad --gate fails here, not at the register step after training
     wd = cfg.workdir.resolve()
     wd.mkdir(parents=True, exist_ok=True)
     if not os.environ.get("MLFLOW_TRACKING_URI"):
@@ -170,6 +171,7 @@ def run_main_job(
         feast_dir=str(wd / "feast"),
         work_dir=str(wd / "pipeline"),
         state_dir=str(wd / "serving"),
+        gate=cfg.gate,
     )
     run = run_local("training", params, wd / "kfp")
     stage_s["pipeline"] = time.perf_counter() - t

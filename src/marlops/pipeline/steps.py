@@ -23,7 +23,10 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from marlops.registry import GateConfig
 
 LINEAGE_FILE = "lineage.json"
 PROMOTE_MODES = ("gate", "force", "never")
@@ -275,6 +278,28 @@ class Registered:
         return dataclasses.asdict(self)
 
 
+def gate_config(gate: Mapping[str, Any] | str | None) -> GateConfig:
+    """The promotion gate from a mapping or its JSON (a pipeline parameter); names the bad field."""
+    from pydantic import ValidationError
+
+    from marlops.registry import GateConfig
+
+    if isinstance(gate, str):
+        try:
+            gate = json.loads(gate) if gate.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"gate: not JSON ({e})") from None
+    if gate is None:
+        gate = {}
+    if not isinstance(gate, Mapping):
+        raise ValueError(f"gate: expected a JSON object, got {type(gate).__name__}")
+    try:
+        return GateConfig(**gate)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise ValueError(f"gate: {problems}") from None
+
+
 def register(
     model_dir: str | Path,
     eval_dir: str | Path,
@@ -285,17 +310,12 @@ def register(
 ) -> Registered:
     """Log the run with its lineage, register the agents, then promote: through the gate (``gate``),
     unconditionally (``force``) or not at all (``never``). Idempotent: the same team is registered once."""
-    from marlops.registry import GateConfig, register_run, resolve_tracking
     from marlops.registry import promote as promote_team
+    from marlops.registry import register_run, resolve_tracking
 
     if promote not in PROMOTE_MODES:
         raise ValueError(f"promote: expected one of {PROMOTE_MODES}, got {promote!r}")
-    if isinstance(gate, str):
-        try:
-            gate = json.loads(gate) if gate.strip() else {}
-        except json.JSONDecodeError as e:
-            raise ValueError(f"gate: not JSON ({e})") from None
-    gate_cfg = GateConfig(**(gate or {}))
+    gate_cfg = gate_config(gate)
     cfg = resolve_tracking(tracking_uri or None)
     reg = register_run(model_dir, eval_dir, dict(lineage or {}), cfg)
     versions = {a: str(r.version) for a, r in reg.agents.items()}

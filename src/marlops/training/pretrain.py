@@ -35,6 +35,7 @@ from marlops.agents.types import MESSAGE_DIM, STRUCTURE_BIAS_LEVELS, TacticalAct
 from marlops.env.market_env import MarketData
 from marlops.training.distributed import Dist
 from marlops.training.encodings import structure_outputs
+from marlops.training.regime import balanced_class_weights
 from marlops.training.targets import base_decision_bars, forward_z, level_utility, slow_decision_bars
 
 _LEVELS = torch.tensor(STRUCTURE_BIAS_LEVELS)
@@ -61,18 +62,17 @@ def _t(x: np.ndarray) -> Tensor:
 
 
 class _EpochTrainer(ABC):
-    """Minibatch epochs over ``n`` samples with one AdamW over ``params``; ``step(idx)`` returns the loss and
-    metrics of one minibatch (indices sorted, so gathers from memory-mapped views stay sequential)."""
+    """Minibatch epochs of one AdamW over ``net`` and ``n`` samples; ``step(idx)`` returns the loss and
+    metrics of one minibatch (indices sorted, so gathers from the markets' window views stay sequential)."""
 
-    def __init__(
-        self, params: Sequence[nn.Parameter], n: int, cfg: PretrainConfig, dist: Dist | None, seed: int
-    ) -> None:
-        self.params, self.n, self.cfg = list(params), n, cfg
+    def __init__(self, net: nn.Module, n: int, cfg: PretrainConfig, dist: Dist | None, seed: int) -> None:
+        self.net, self.params, self.n, self.cfg = net, list(net.parameters()), n, cfg
         self.dist = dist or Dist()
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.rng = np.random.default_rng(seed)
         self.steps = 0
         self.epochs_done = 0
+        self.dist.broadcast_module(net)
 
     def batches_per_epoch(self) -> int:
         n = min(self.n, self.cfg.max_samples or self.n)
@@ -81,8 +81,8 @@ class _EpochTrainer(ABC):
     @abstractmethod
     def step(self, idx: np.ndarray) -> tuple[Tensor, dict[str, float]]: ...
 
-    @abstractmethod
-    def train_mode(self, on: bool) -> None: ...
+    def train_mode(self, on: bool) -> None:
+        self.net.train(on)
 
     def epoch(self, progress: Callable[[int], None] | None = None) -> dict[str, float]:
         self.train_mode(True)
@@ -109,6 +109,7 @@ class _EpochTrainer(ABC):
 
     def state_dict(self) -> dict:
         return {
+            "net": self.net.state_dict(),
             "opt": self.opt.state_dict(),
             "rng": self.rng.bit_generator.state,
             "steps": self.steps,
@@ -116,6 +117,7 @@ class _EpochTrainer(ABC):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])
         self.rng.bit_generator.state = state["rng"]
         self.steps, self.epochs_done = int(state["steps"]), int(state["epochs_done"])
@@ -164,12 +166,8 @@ class StructurePretrainer(_EpochTrainer):
         dist: Dist | None = None,
         seed: int = 0,
     ) -> None:
-        super().__init__(list(net.parameters()), len(samples), cfg, dist, seed)
-        self.net, self.samples = net, samples
-        self.dist.broadcast_module(net)
-
-    def train_mode(self, on: bool) -> None:
-        self.net.train(on)
+        super().__init__(net, len(samples), cfg, dist, seed)
+        self.samples = samples
 
     def step(self, idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
         s = self.samples
@@ -191,13 +189,6 @@ class StructurePretrainer(_EpochTrainer):
             "structure_aux": aux.item(),
             "structure_flat_share": flat,
         }
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "net": self.net.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.net.load_state_dict(state["net"])
-        super().load_state_dict(state)
 
 
 # ------------------------------------------------------------------------------------------------- tactical
@@ -271,16 +262,10 @@ class TacticalPretrainer(_EpochTrainer):
         dist: Dist | None = None,
         seed: int = 0,
     ) -> None:
-        super().__init__(list(net.parameters()), len(samples), cfg, dist, seed)
-        self.net, self.samples = net, samples
-        counts = np.bincount(samples.target, minlength=len(TacticalAction)).astype(np.float64)
+        super().__init__(net, len(samples), cfg, dist, seed)
+        self.samples = samples
         # balanced: entries are rarer than exits when structure is mostly flat, and missing one costs a trade
-        w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
-        self.class_weight = torch.as_tensor(w, dtype=torch.float32)
-        self.dist.broadcast_module(net)
-
-    def train_mode(self, on: bool) -> None:
-        self.net.train(on)
+        self.class_weight = balanced_class_weights(samples.target, len(TacticalAction))
 
     def step(self, idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:
         s = self.samples
@@ -289,10 +274,3 @@ class TacticalPretrainer(_EpochTrainer):
         loss = F.cross_entropy(out.logits, y, weight=self.class_weight)
         acc = float((out.logits.argmax(-1) == y).float().mean())
         return loss, {"tactical_loss": loss.item(), "tactical_acc": acc}
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "net": self.net.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.net.load_state_dict(state["net"])
-        super().load_state_dict(state)

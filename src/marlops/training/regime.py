@@ -86,6 +86,14 @@ def regime_samples(data: MarketData, teacher: SyntheticMarketConfig | None = Non
     )
 
 
+def balanced_class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse class frequencies, normalized to mean 1 over the classes present (absent classes: 0): the
+    cross-entropy weights under which every class counts as much as the others (balanced accuracy)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+    return torch.as_tensor(w, dtype=torch.float32)
+
+
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = N_REGIMES) -> float:
     """Mean recall over the classes present in ``y_true``."""
     recalls = [float(np.mean(y_pred[y_true == c] == c)) for c in range(n_classes) if np.any(y_true == c)]
@@ -131,9 +139,7 @@ class RegimeTrainer:
             t.volatility_loss_weight,
             t.max_grad_norm,
         )
-        counts = np.bincount(samples.label, minlength=N_REGIMES).astype(np.float64)
-        w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / (counts > 0).sum(), 0.0)
-        self.class_weight = torch.as_tensor(w, dtype=torch.float32)
+        self.class_weight = balanced_class_weights(samples.label, N_REGIMES)
         # weight of the teacher's soft targets against the hard labels (0 without a teacher)
         self.distill = distill if samples.teacher is not None else 0.0
         self.rng = np.random.default_rng(seed)
