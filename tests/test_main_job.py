@@ -68,7 +68,8 @@ def test_main_job_refuses_bad_settings(workdir: Path) -> None:
     res = runner.invoke(app, ["run", "--workdir", str(workdir), "--budget", "huge", "--days", "8"])
     assert res.exit_code == 2 and "budget: unknown 'huge'" in res.output
     assert not (workdir / "kfp").exists()  # refused before anything ran
-    for gate, problem in (("{", "gate: not JSON"), ('{"require_trade": false}', "gate: require_trade: Extra")):
+    bad_gates = (("{", "gate: not JSON"), ('{"require_trade": false}', "gate: require_trade: Extra"))
+    for gate, problem in bad_gates:
         res = runner.invoke(app, ["run", "--workdir", str(workdir), "--days", "8", "--gate", gate])
         assert res.exit_code == 2 and problem in res.output, res.output
     assert not (workdir / "kfp").exists()
