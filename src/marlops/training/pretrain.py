@@ -35,7 +35,7 @@ from marlops.agents.types import MESSAGE_DIM, STRUCTURE_BIAS_LEVELS, TacticalAct
 from marlops.env.market_env import MarketData
 from marlops.training.distributed import Dist
 from marlops.training.encodings import structure_outputs
-from marlops.training.regime import balanced_class_weights
+from marlops.training.supervised import EpochCheckpoint, balanced_class_weights
 from marlops.training.targets import base_decision_bars, forward_z, level_utility, slow_decision_bars
 
 _LEVELS = torch.tensor(STRUCTURE_BIAS_LEVELS)
@@ -61,7 +61,7 @@ def _t(x: np.ndarray) -> Tensor:
     return torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
 
 
-class _EpochTrainer(ABC):
+class _EpochTrainer(EpochCheckpoint, ABC):
     """Minibatch epochs of one AdamW over ``net`` and ``n`` samples; ``step(idx)`` returns the loss and
     metrics of one minibatch (indices sorted, so gathers from the markets' window views stay sequential)."""
 
@@ -106,21 +106,6 @@ class _EpochTrainer(ABC):
         self.epochs_done += 1
         self.train_mode(False)
         return {key: v / n_batches for key, v in sums.items()}
-
-    def state_dict(self) -> dict:
-        return {
-            "net": self.net.state_dict(),
-            "opt": self.opt.state_dict(),
-            "rng": self.rng.bit_generator.state,
-            "steps": self.steps,
-            "epochs_done": self.epochs_done,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
-        self.rng.bit_generator.state = state["rng"]
-        self.steps, self.epochs_done = int(state["steps"]), int(state["epochs_done"])
 
 
 # ------------------------------------------------------------------------------------------------ structure

@@ -31,6 +31,7 @@ from marlops.env.market_env import SYNTHETIC_VOLUME_UNITS, MarketData
 from marlops.market.regime_filter import filter_regimes
 from marlops.market.synthetic import SyntheticMarketConfig
 from marlops.training.distributed import Dist
+from marlops.training.supervised import EpochCheckpoint, balanced_class_weights
 
 N_REGIMES = 4
 _FORWARD_BARS = 48
@@ -86,14 +87,6 @@ def regime_samples(data: MarketData, teacher: SyntheticMarketConfig | None = Non
     )
 
 
-def balanced_class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Inverse class frequencies, normalized to mean 1 over the classes present (absent classes: 0): the
-    cross-entropy weights under which every class counts as much as the others (balanced accuracy)."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
-    return torch.as_tensor(w, dtype=torch.float32)
-
-
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = N_REGIMES) -> float:
     """Mean recall over the classes present in ``y_true``."""
     recalls = [float(np.mean(y_pred[y_true == c] == c)) for c in range(n_classes) if np.any(y_true == c)]
@@ -110,7 +103,7 @@ def predict(net: RegimeNet, x: np.ndarray, batch: int = 512) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-class RegimeTrainer:
+class RegimeTrainer(EpochCheckpoint):
     """Epochs of minibatch AdamW on :class:`RegimeSamples`; data-parallel over ``dist`` (each worker takes
     its shard of every epoch's permutation, gradients are averaged)."""
 
@@ -207,18 +200,3 @@ class RegimeTrainer:
             return 1.0
         frac = min(1.0, (step - self.warmup) / max(1, self.total_steps - self.warmup))
         return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * frac))
-
-    def state_dict(self) -> dict:
-        return {
-            "net": self.net.state_dict(),
-            "opt": self.opt.state_dict(),
-            "rng": self.rng.bit_generator.state,
-            "steps": self.steps,
-            "epochs_done": self.epochs_done,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
-        self.rng.bit_generator.state = state["rng"]
-        self.steps, self.epochs_done = int(state["steps"]), int(state["epochs_done"])
