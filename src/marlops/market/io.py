@@ -36,7 +36,8 @@ from __future__ import annotations
 import csv
 import gzip
 import logging
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -49,6 +50,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from marlops.market.bars import BAR_COLUMNS
+from marlops.market.rejects import RejectLog, join_fields
+from marlops.market.ticks import RejectReason
 
 log = logging.getLogger(__name__)
 
@@ -175,12 +178,15 @@ def _open_text(path: Path) -> IO[str]:
     return gzip.open(path, "rt", newline="") if path.name.lower().endswith(".gz") else open(path, newline="")
 
 
-def _csv_header(path: Path) -> list[str]:
+def _csv_head(path: Path) -> tuple[list[str], list[str] | None]:
+    """The header and the first data record (None if there is none)."""
     with _open_text(path) as fh:
-        header = next(csv.reader(fh), None)
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        first = next((r for r in reader if r), None)
     if not header:
         raise DataFileError(path, "no rows")
-    return header
+    return header, first
 
 
 def _csv_line(path: Path, pos: int) -> int:
@@ -201,6 +207,24 @@ def _csv_line(path: Path, pos: int) -> int:
                 k += 1
                 if k == pos:
                     return line
+
+
+def _csv_scan(path: Path, width: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Line numbers of the records Arrow keeps (right width), and (line, text) of the ragged ones."""
+    good: list[int] = []
+    ragged: list[tuple[int, str]] = []
+    with _open_text(path) as fh:
+        reader = csv.reader(fh)
+        next(reader, None)
+        while True:
+            line = reader.line_num + 1
+            record = next(reader, None)
+            if record is None:
+                return np.asarray(good, np.int64), ragged
+            if len(record) == width:
+                good.append(line)
+            elif record:
+                ragged.append((line, ",".join(record)))
 
 
 def _physical_lines(path: Path) -> int:
@@ -229,30 +253,189 @@ def _csv_bad_record(path: Path, width: int) -> tuple[int | None, int]:
 
 
 @dataclass
+class Rows:
+    """Record positions (0-based, as Arrow reads them) → row numbers as the user sees them.
+
+    Parquet: 1-based row. CSV: the line number (header = 1). When the file has no blank lines, quoted
+    newlines or skipped ragged records, record k is on line k + 2; otherwise one Python pass over the
+    file maps them (only a file with rejects or an error pays for it).
+    """
+
+    path: Path
+    is_csv: bool
+    width: int = 0
+    records: int = 0  # records read so far (set by the reader)
+    ragged: int = 0  # ragged records skipped (lenient CSV)
+    _lines: np.ndarray | None = None
+    _ragged_lines: list[tuple[int, str]] = field(default_factory=list)
+
+    def row(self, pos: int) -> int:
+        """Exact row of one record, at any time during the read (the error path)."""
+        if not self.is_csv:
+            return pos + 1
+        if self.ragged:
+            return int(self._map()[pos])
+        return _csv_line(self.path, pos)
+
+    def rows(self, pos: np.ndarray) -> np.ndarray:
+        """Rows of many records, once the whole file has been read."""
+        pos = np.asarray(pos, np.int64)
+        if not self.is_csv:
+            return pos + 1
+        if not self.ragged and _physical_lines(self.path) == self.records + 1:
+            return pos + 2
+        return self._map()[pos]
+
+    def ragged_lines(self) -> list[tuple[int, str]]:
+        self._map()
+        return self._ragged_lines
+
+    def _map(self) -> np.ndarray:
+        if self._lines is None:
+            self._lines, self._ragged_lines = _csv_scan(self.path, self.width)
+        return self._lines
+
+
+_NO_REASON = 0
+
+
+@dataclass
 class _Table:
-    """The raw columns of a file; rows are addressed by position and named as the user sees them."""
+    """One chunk of a file's mapped columns (named by canonical key), with its rejected rows so far.
+
+    Checks call :meth:`flag`: in strict mode the first flagged row raises a :class:`DataFileError`,
+    otherwise every flagged row keeps its first reason and column and the row is dropped later.
+    """
 
     path: Path
     df: pd.DataFrame
-    is_csv: bool
+    labels: dict[str, str]  # canonical key → the column as the user names it
+    rows: Rows
+    offset: int = 0  # records before this chunk
+    strict: bool = True
+    ts_unit: str | None = None  # epoch unit, inferred from the first chunk and kept for the rest
+    reasons: list[str] = field(default_factory=lambda: [""])
+    code: np.ndarray = field(init=False)  # per row: index into ``reasons`` (0 = accepted so far)
+    column: np.ndarray = field(init=False)  # per row: the key of the column that rejected it
 
-    def row(self, pos: int) -> int:
-        if not self.is_csv:
-            return pos + 1
-        if _physical_lines(self.path) == len(self.df) + 1:  # no blank or multi-line records: direct
-            return pos + 2
-        return _csv_line(self.path, pos)
+    def __post_init__(self) -> None:
+        self.code = np.zeros(len(self.df), dtype=np.int16)
+        self.column = np.full(len(self.df), "", dtype=object)
 
     def fail(
-        self, message: str, pos: int | None = None, column: str | None = None, count: int = 1
+        self, message: str, pos: int | None = None, key: str | None = None, count: int = 1
     ) -> DataFileError:
         more = f" (and {count - 1} more rows)" if count > 1 else ""
-        return DataFileError(
-            self.path, message + more, row=None if pos is None else self.row(int(pos)), column=column
-        )
+        row = None if pos is None else self.rows.row(self.offset + int(pos))
+        label = None if key is None else self.labels.get(key, key)
+        return DataFileError(self.path, message + more, row=row, column=label)
 
+    def flag(self, bad: np.ndarray, key: str, reason: str, message: Callable[[int], str]) -> None:
+        """Reject the rows in ``bad`` for ``reason``; ``message(i)`` describes row i for strict mode."""
+        if not bad.any():
+            return
+        if self.strict:
+            i, n = _first(bad)
+            raise self.fail(message(i), i, key, n)
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        new = bad & (self.code == _NO_REASON)
+        self.code[new] = self.reasons.index(reason)
+        self.column[new] = self.labels.get(key, key)
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.code == _NO_REASON
+
+    def log_rejects(self, log_: RejectLog | None) -> None:
+        if log_ is None:
+            return
+        bad = np.flatnonzero(~self.ok)
+        reasons = np.asarray(self.reasons, dtype=object)[self.code[bad]]
+        fields_ = join_fields(self.df, bad) if log_.keep_rows else np.empty(len(bad), object)
+        log_.add(bad + self.offset, reasons, self.column[bad], fields_)
+
+
+# ------------------------------------------------------------------------------------ column resolution
+
+_TS_ALIASES = ("timestamp", "time", "date", "datetime")
+# names pandas and other writers give an index column written without a name
+_UNNAMED = ("", "unnamed: 0", "index", "__index_level_0__")
+
+
+@dataclass(frozen=True)
+class _Want:
+    key: str  # canonical name
+    spec: str  # the user's column name or position
+    required: bool
+
+
+def _find(path: Path, names: list[str], spec: str) -> int | None:
+    """Position of ``spec``: a position (``0``), the exact name, else a unique case-insensitive match."""
+    if spec.isdigit():
+        pos = int(spec)
+        if pos >= len(names):
+            raise DataFileError(path, f"column position {pos} is out of range (the file has {len(names)})")
+        return pos
+    if spec in names:
+        return names.index(spec)
+    folded = [i for i, n in enumerate(names) if n.casefold() == spec.casefold()]
+    if len(folded) > 1:
+        raise DataFileError(path, f"column {spec!r} matches several columns ignoring case; name one exactly")
+    return folded[0] if folded else None
+
+
+def _looks_like_time(value: object) -> bool:
+    """A first cell that is a date/time (not a plain number, which could be a row index)."""
+    if isinstance(value, pd.Timestamp | np.datetime64) or hasattr(value, "isoformat"):
+        return True
+    if value is None or _is_number(value):
+        return False
+    try:
+        pd.Timestamp(str(value))
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _find_ts(path: Path, names: list[str], first: list[object] | None) -> int | None:
+    """The default ``ts`` column: ``ts``, then a time-named alias, then an unnamed first column of times."""
+    for spec in ("ts", *_TS_ALIASES):
+        pos = _find(path, names, spec)
+        if pos is not None:
+            return pos
+    if names and names[0].strip().lower() in _UNNAMED and first and _looks_like_time(first[0]):
+        return 0
+    return None
+
+
+def _resolve(
+    path: Path, names: list[str], wants: list[_Want], first: list[object] | None
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Canonical key → column position and → label (its header name, or its position when unnamed)."""
+    positions: dict[str, int] = {}
+    missing: list[str] = []
+    for w in wants:
+        pos = _find(path, names, w.spec)
+        if pos is None and w.key == "ts" and w.spec == "ts":
+            pos = _find_ts(path, names, first)
+        if pos is not None:
+            positions[w.key] = pos
+        elif w.required:
+            missing.append(w.spec)
+    if missing:
+        shown = ", ".join(n.strip() or f"(unnamed, position {i})" for i, n in enumerate(names))
+        raise DataFileError(
+            path, f"missing required column (available: {shown or 'none'})", column=", ".join(missing)
+        )
+    labels = {k: names[p].strip() or str(p) for k, p in positions.items()}
+    return positions, labels
+
+
+# ---------------------------------------------------------------------------------------------- reading
 
 _DICT_STRING = pa.dictionary(pa.int32(), pa.string())
+CHUNK_BYTES = 64 << 20  # CSV block per chunk (~1.5M ticks): memory stays flat for any file size
 
 
 def _to_pandas(table: pa.Table, categorical: set[str], keep_text: set[str]) -> pd.DataFrame:
@@ -288,66 +471,112 @@ def _cast_text(table: pa.Table, numeric: set[str], categorical: set[str]) -> pa.
     return pa.table(cols)
 
 
-def _read_csv(path: Path, raw_names: list[str], numeric: set[str], categorical: set[str]) -> pa.Table:
-    read_opts = pacsv.ReadOptions(use_threads=True)
-    # Arrow infers a column's type from the first block only; numeric columns are therefore typed
-    # explicitly, and on a conversion error everything is re-read as text and converted column by column.
-    fast = {c: pa.float64() for c in raw_names if c.strip() in numeric}
-    fast |= {c: _DICT_STRING for c in raw_names if c.strip() in categorical}
-    text = {c: (_DICT_STRING if c.strip() in categorical else pa.string()) for c in raw_names}
-    for types in (fast, text):
-        convert = pacsv.ConvertOptions(
-            include_columns=raw_names, column_types=types, strings_can_be_null=True
-        )
-        try:
-            table = pacsv.read_csv(path, read_options=read_opts, convert_options=convert)
-        except pa.ArrowInvalid as err:
-            if "conversion error" in str(err) and types is fast:
-                continue
-            width = len(_csv_header(path))
-            line, found = _csv_bad_record(path, width)
-            if line is not None:
-                raise DataFileError(path, f"expected {width} fields, found {found}", row=line) from None
-            raise DataFileError(path, f"cannot read CSV: {err}") from None
-        table = table.rename_columns([c.strip() for c in table.column_names])
-        return table if types is fast else _cast_text(table, numeric, categorical)
-    raise AssertionError("unreachable")
+@dataclass(frozen=True)
+class _Layout:
+    """What to read: canonical key → column position, labels, and how each column is typed."""
+
+    positions: dict[str, int]
+    labels: dict[str, str]
+    numeric: set[str]
+    categorical: set[str]
 
 
-def _read_table(
+def _csv_batches(
+    path: Path, width: int, lay: _Layout, rows: Rows, strict: bool, chunk_bytes: int | None
+) -> Iterator[pa.Table]:
+    """CSV record batches of the mapped columns, read as text and typed per batch (a bad cell in one
+    batch must not decide how the others are read). Ragged records are an error in strict mode and
+    are skipped and counted otherwise."""
+    internal = {k: f"f{p}" for k, p in lay.positions.items()}
+    types = {n: (_DICT_STRING if k in lay.categorical else pa.string()) for k, n in internal.items()}
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        if strict:
+            return "error"
+        rows.ragged += 1
+        return "skip"
+
+    names = [f"f{i}" for i in range(width)]
+    options = {
+        "parse_options": pacsv.ParseOptions(invalid_row_handler=on_invalid),
+        "convert_options": pacsv.ConvertOptions(
+            include_columns=list(internal.values()), column_types=types, strings_can_be_null=True
+        ),
+    }
+    back = {n: k for k, n in internal.items()}
+    try:
+        if chunk_bytes is None:  # the whole file at once: Arrow's multi-threaded reader
+            opts = pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=True)
+            batches: Iterator[pa.RecordBatch] = iter(
+                pacsv.read_csv(path, read_options=opts, **options).to_batches(1 << 62)
+            )
+        else:
+            opts = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=chunk_bytes)
+            batches = iter(pacsv.open_csv(path, read_options=opts, **options))
+        for batch in batches:
+            table = pa.Table.from_batches([batch]).rename_columns([back[n] for n in batch.schema.names])
+            yield _cast_text(table, lay.numeric, lay.categorical)
+    except pa.ArrowInvalid as err:
+        line, found = _csv_bad_record(path, width)
+        if line is not None:
+            raise DataFileError(path, f"expected {width} fields, found {found}", row=line) from None
+        raise DataFileError(path, f"cannot read CSV: {err}") from None
+
+
+def _parquet_batches(
+    path: Path, names: list[str], lay: _Layout, chunk_rows: int | None
+) -> Iterator[pa.Table]:
+    by_name = {names[p]: k for k, p in lay.positions.items()}
+    if chunk_rows is None:
+        table = pq.read_table(path, columns=list(by_name))
+        yield table.rename_columns([by_name[n] for n in table.column_names])
+        return
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=list(by_name)):
+        yield pa.Table.from_batches([batch]).rename_columns([by_name[n] for n in batch.schema.names])
+
+
+def _tables(
     path: Path,
-    wanted: list[str],
-    required: set[str],
+    wants: list[_Want],
     numeric: set[str],
     categorical: set[str],
-    keep_text: set[str],
-) -> _Table:
-    """Read the ``wanted`` columns that exist; raise if a ``required`` one is missing or there are no rows."""
+    strict: bool,
+    chunk_bytes: int | None,
+) -> Iterator[_Table]:
+    """The file's mapped columns, one :class:`_Table` per chunk (the whole file when ``chunk_bytes`` is None).
+
+    Raises if a required column is missing or the file has no rows."""
     kind = _suffix_kind(path)
     if not path.exists():
         raise DataFileError(path, "file not found")
     if kind == "csv":
-        header = _csv_header(path)
-        available = [c.strip() for c in header]
+        names, first = _csv_head(path)
+        first_cells: list[object] | None = list(first) if first else None
     else:
-        available = list(pq.read_schema(path).names)
-    missing = [c for c in wanted if c in required and c not in available]
-    if missing:
-        raise DataFileError(
-            path,
-            f"missing required column (available: {', '.join(available) or 'none'})",
-            column=", ".join(missing),
-        )
-    present = [c for c in wanted if c in available]
+        pf = pq.ParquetFile(path)
+        names = list(pf.schema_arrow.names)
+        head = pf.read_row_group(0).slice(0, 1).to_pylist() if pf.metadata.num_rows else []
+        first_cells = list(head[0].values()) if head else None
+    positions, labels = _resolve(path, names, wants, first_cells)
+    lay = _Layout(positions, labels, numeric & set(positions), categorical & set(positions))
+    rows = Rows(path, kind == "csv", width=len(names))
     if kind == "csv":
-        raw_names = [h for h in header if h.strip() in present]
-        table = _read_csv(path, raw_names, numeric, categorical)
-    else:
-        table = pq.read_table(path, columns=present)
-    df = _to_pandas(table, categorical, keep_text)
-    if len(df) == 0:
+        batches = _csv_batches(path, len(names), lay, rows, strict, chunk_bytes)
+    else:  # ~40 bytes a CSV tick: the same number of rows per chunk
+        batches = _parquet_batches(path, names, lay, None if chunk_bytes is None else chunk_bytes // 40)
+    keep_text = {"ts"}
+    offset, ts_unit, seen = 0, None, False
+    for table in batches:
+        if table.num_rows == 0:
+            continue
+        seen = True
+        t = _Table(path, _to_pandas(table, lay.categorical, keep_text), labels, rows, offset, strict, ts_unit)
+        offset += table.num_rows
+        rows.records = offset
+        yield t
+        ts_unit = t.ts_unit
+    if not seen:
         raise DataFileError(path, "no rows")
-    return _Table(path, df, kind == "csv")
 
 
 def _check_tz(tz: str) -> None:
@@ -363,103 +592,109 @@ def _first(mask: np.ndarray) -> tuple[int, int]:
     return int(idx[0]), len(idx)
 
 
-def _numbers(t: _Table, col: str, label: str) -> np.ndarray:
-    """Column → float64; a missing cell or text that is no number is an error naming the first bad row."""
-    raw = t.df[col]
+# -------------------------------------------------------------------------------------- per-column checks
+
+
+def _numbers(t: _Table, key: str, reason: str) -> np.ndarray:
+    """Column → float64 (NaN where rejected); a missing cell or text that is no number is flagged."""
+    raw = t.df[key]
     if pd.api.types.is_bool_dtype(raw.dtype):
-        raise t.fail("expected numbers, got booleans", 0, label)
+        raise t.fail("expected numbers, got booleans", 0, key)
     if pd.api.types.is_numeric_dtype(raw.dtype):
         vals = raw.to_numpy(dtype=np.float64, na_value=np.nan)
-        missing = np.isnan(vals)
-        if missing.any():
-            i, n = _first(missing)
-            raise t.fail("missing value", i, label, n)
+        t.flag(np.isnan(vals), key, reason, lambda i: "missing value")
         return vals
     vals = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = np.isnan(vals)
-    if bad.any():
-        i, n = _first(bad)
+
+    def why(i: int) -> str:
         value = raw.iloc[i]
-        message = "missing value" if pd.isna(value) else f"cannot parse {str(value)!r} as a number"
-        raise t.fail(message, i, label, n)
+        return "missing value" if pd.isna(value) else f"cannot parse {str(value)!r} as a number"
+
+    t.flag(np.isnan(vals), key, reason, why)
     return vals
 
 
-def _check(t: _Table, bad: np.ndarray, label: str, rule: str, vals: np.ndarray) -> None:
-    if bad.any():
-        i, n = _first(bad)
-        raise t.fail(f"{rule}, got {vals[i]!r}", i, label, n)
+def _check(t: _Table, bad: np.ndarray, key: str, reason: str, rule: str, vals: np.ndarray) -> None:
+    t.flag(bad, key, reason, lambda i: f"{rule}, got {vals[i]!r}")
 
 
-def _positive_prices(t: _Table, col: str, label: str) -> np.ndarray:
-    vals = _numbers(t, col, label)
+def _positive(t: _Table, key: str, reason: str) -> np.ndarray:
+    vals = _numbers(t, key, reason)
     with np.errstate(invalid="ignore"):
-        _check(t, ~(np.isfinite(vals) & (vals > 0)), label, "must be finite and > 0", vals)
+        _check(t, ~(np.isfinite(vals) & (vals > 0)), key, reason, "must be finite and > 0", vals)
     return vals
 
 
-def _nonnegative(t: _Table, col: str, label: str) -> np.ndarray:
-    vals = _numbers(t, col, label)
-    _check(t, ~(np.isfinite(vals) & (vals >= 0)), label, "must be finite and >= 0", vals)
+def _nonnegative(t: _Table, key: str, reason: str) -> np.ndarray:
+    vals = _numbers(t, key, reason)
+    with np.errstate(invalid="ignore"):
+        _check(t, ~(np.isfinite(vals) & (vals >= 0)), key, reason, "must be finite and >= 0", vals)
     return vals
 
 
-def _sides(t: _Table, col: str, label: str) -> np.ndarray:
+def _sides(t: _Table, key: str) -> np.ndarray:
     """Side column → int8 in {-1, 0, 1}; words map through the (few) distinct values; empty → 0."""
-    raw = t.df[col]
+    raw = t.df[key]
     rule = "side must be -1, 0, 1, buy/sell or b/s"
+    reason = RejectReason.BAD_SIDE.value
     if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
         vals = raw.to_numpy(dtype=np.float64, na_value=0.0)
-        _check(t, ~np.isin(vals, (-1.0, 0.0, 1.0)), label, rule, vals)
-        return vals.astype(np.int8)
+        bad = ~np.isin(vals, (-1.0, 0.0, 1.0))
+        _check(t, bad, key, reason, rule, vals)
+        return np.where(bad, 0.0, vals).astype(np.int8)
     cat = raw if isinstance(raw.dtype, pd.CategoricalDtype) else raw.astype("category")
     words = [_SIDE_WORDS.get(str(v).strip().lower(), 9) for v in cat.cat.categories]
     lookup = np.array([*words, 0], dtype=np.int8)  # code -1 (missing cell) → the trailing 0
     vals = lookup[cat.cat.codes.to_numpy()]
     bad = vals == 9
-    if bad.any():
-        i, n = _first(bad)
-        raise t.fail(f"{rule}, got {raw.iloc[i]!r}", i, label, n)
+    t.flag(bad, key, reason, lambda i: f"{rule}, got {raw.iloc[i]!r}")
+    vals[bad] = 0
     return vals
 
 
-def _infer_unit(t: _Table, vals: np.ndarray, label: str) -> str:
-    """Unit from the median magnitude; every value must lie in that unit's band (else the units are mixed)."""
+# ------------------------------------------------------------------------------------------- timestamps
+
+_BAD_TS = RejectReason.BAD_TIMESTAMP.value
+
+
+def _infer_unit(t: _Table, vals: np.ndarray, ok: np.ndarray, key: str) -> str:
+    """Unit from the median magnitude of the present values; a value outside that unit's band is flagged
+    (the column mixes units)."""
     mag = np.abs(vals)
-    k = next(k for k, (bound, _) in enumerate(_UNIT_BANDS) if float(np.median(mag)) < bound)
+    if t.ts_unit is None:
+        t.ts_unit = next(u for bound, u in _UNIT_BANDS if float(np.median(mag[ok])) < bound)
+    unit = t.ts_unit
+    k = next(k for k, (_, u) in enumerate(_UNIT_BANDS) if u == unit)
     lo = _UNIT_BANDS[k - 1][0] if k else 0.0
-    unit = _UNIT_BANDS[k][1]
-    odd = (mag < lo) | (mag >= _UNIT_BANDS[k][0])
-    if odd.any():
-        i, n = _first(odd)
-        raise t.fail(
+    with np.errstate(invalid="ignore"):
+        odd = ok & ((mag < lo) | (mag >= _UNIT_BANDS[k][0]))
+    t.flag(
+        odd,
+        key,
+        _BAD_TS,
+        lambda i: (
             f"epoch value {vals[i]!r} does not look like the column's inferred unit ({unit}); "
-            "the column mixes units, or pass ts_unit",
-            i,
-            label,
-            n,
-        )
+            "the column mixes units, or pass ts_unit"
+        ),
+    )
     return unit
 
 
-def _epoch_to_ns(t: _Table, raw: pd.Series, label: str, ts_unit: str | None) -> np.ndarray:
+def _epoch_to_ns(t: _Table, raw: pd.Series, key: str, ts_unit: str | None) -> np.ndarray:
     vals_f = raw.to_numpy(dtype=np.float64, na_value=np.nan)
     missing = np.isnan(vals_f)
-    if missing.any():
-        i, n = _first(missing)
-        raise t.fail("missing timestamp", i, label, n)
-    unit = ts_unit or _infer_unit(t, vals_f, label)
+    t.flag(missing, key, _BAD_TS, lambda i: "missing timestamp")
+    if missing.all():
+        return np.zeros(len(vals_f), dtype=np.int64)
+    unit = ts_unit or _infer_unit(t, vals_f, ~missing, key)
     factor = _UNIT_NS[unit]
     limit = np.iinfo(np.int64).max / factor
-    _check(
-        t,
-        ~np.isfinite(vals_f) | (np.abs(vals_f) >= limit),
-        label,
-        f"epoch timestamp out of range for unit {unit}",
-        vals_f,
-    )
+    with np.errstate(invalid="ignore"):
+        out_of_range = ~np.isfinite(vals_f) | (np.abs(vals_f) >= limit)
+    _check(t, out_of_range & ~missing, key, _BAD_TS, f"epoch timestamp out of range for unit {unit}", vals_f)
     if pd.api.types.is_integer_dtype(raw.dtype):
         return raw.to_numpy(dtype=np.int64) * np.int64(factor)  # exact: no float detour for integers
+    vals_f = np.where(out_of_range, 0.0, vals_f)
     # whole and fractional parts separately: vals * 1e9 in float64 would lose ~256 ns at today's epochs
     whole = np.floor(vals_f)
     return whole.astype(np.int64) * np.int64(factor) + np.round((vals_f - whole) * factor).astype(np.int64)
@@ -490,7 +725,7 @@ def _parse_iso(text: pa.Array, aware: bool) -> tuple[np.ndarray, np.ndarray]:
         return idx.asi8.copy(), np.asarray(idx.isna())
 
 
-def _strings_to_ns(t: _Table, raw: pd.Series, label: str, tz: str) -> np.ndarray:
+def _strings_to_ns(t: _Table, raw: pd.Series, key: str, tz: str) -> np.ndarray:
     """ISO-8601 text → ns UTC; rows with an offset are instants, the others wall-clock time in ``tz``."""
     arr = pa.array(
         raw.array if isinstance(raw.dtype, pd.ArrowDtype) else raw.to_numpy(dtype=object),
@@ -498,12 +733,10 @@ def _strings_to_ns(t: _Table, raw: pd.Series, label: str, tz: str) -> np.ndarray
         from_pandas=True,
     )
     missing = pc.is_null(arr).to_numpy(zero_copy_only=False)
-    if missing.any():
-        i, n = _first(missing)
-        raise t.fail("missing timestamp", i, label, n)
-    arr = pc.utf8_trim_whitespace(arr)
+    t.flag(missing, key, _BAD_TS, lambda i: "missing timestamp")
+    arr = pc.fill_null(pc.utf8_trim_whitespace(arr), "1970-01-01T00:00:00Z")
     aware = pc.match_substring_regex(arr, _OFFSET_RE).to_numpy(zero_copy_only=False).astype(bool)
-    out = np.empty(len(arr), dtype=np.int64)
+    out = np.zeros(len(arr), dtype=np.int64)
     unparsed = np.zeros(len(arr), dtype=bool)
     no_local = np.zeros(len(arr), dtype=bool)
     for flag in (True, False):
@@ -513,21 +746,22 @@ def _strings_to_ns(t: _Table, raw: pd.Series, label: str, tz: str) -> np.ndarray
         subset = arr if mask.all() else arr.filter(pa.array(mask))
         ns, bad = _parse_iso(subset, flag)
         unparsed[mask] = bad
-        if not flag and not bad.any():
-            local = _localize(pd.DatetimeIndex(ns.view("datetime64[ns]")), tz)
-            no_local[mask] = np.asarray(local.isna())
-            ns = local.asi8
-        out[mask] = ns
-    bad = unparsed | no_local
-    if bad.any():
-        i, n = _first(bad)
-        value = raw.iloc[i]
-        why = (
-            f"cannot parse {value!r} as an ISO-8601 timestamp"
-            if unparsed[i]
-            else f"{value!r} is ambiguous or does not exist in time zone {tz!r}"
-        )
-        raise t.fail(why, i, label, n)
+        if not flag:  # wall-clock time: localize the parsed cells only
+            local = np.zeros(len(ns), dtype=np.int64)
+            idx = _localize(pd.DatetimeIndex(ns[~bad].view("datetime64[ns]")), tz)
+            lost = np.zeros(len(ns), dtype=bool)
+            lost[~bad] = np.asarray(idx.isna())
+            local[~bad] = np.where(lost[~bad], 0, idx.asi8)
+            no_local[mask] = lost
+            ns = local
+        out[mask] = np.where(bad, 0, ns)
+    t.flag(unparsed, key, _BAD_TS, lambda i: f"cannot parse {raw.iloc[i]!r} as an ISO-8601 timestamp")
+    t.flag(
+        no_local,
+        key,
+        _BAD_TS,
+        lambda i: f"{raw.iloc[i]!r} is ambiguous or does not exist in time zone {tz!r}",
+    )
     return out
 
 
@@ -539,10 +773,10 @@ def _is_number(value: object) -> bool:
     return True
 
 
-def _timestamps(t: _Table, col: str, label: str, tz: str, ts_unit: str | None) -> np.ndarray:
-    """Any supported timestamp column → int64 ns UTC."""
-    raw = t.df[col]
-    if isinstance(raw.dtype, pd.DatetimeTZDtype):  # Arrow parsed ISO text with offsets, or Parquet
+def _timestamps(t: _Table, key: str, tz: str, ts_unit: str | None) -> np.ndarray:
+    """Any supported timestamp column → int64 ns UTC (0 where the row is rejected)."""
+    raw = t.df[key]
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):  # Parquet timestamps with a zone
         idx = pd.DatetimeIndex(raw).tz_convert("UTC").as_unit("ns")
         missing, no_local = np.asarray(idx.isna()), np.zeros(len(idx), dtype=bool)
     elif pd.api.types.is_datetime64_dtype(raw.dtype):  # naive: wall-clock time in tz
@@ -551,28 +785,24 @@ def _timestamps(t: _Table, col: str, label: str, tz: str, ts_unit: str | None) -
         missing = np.asarray(naive.isna())
         no_local = np.asarray(idx.isna()) & ~missing
     elif pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
-        return _epoch_to_ns(t, raw, label, ts_unit)
+        return _epoch_to_ns(t, raw, key, ts_unit)
     elif pd.api.types.is_bool_dtype(raw.dtype):
-        raise t.fail("expected timestamps, got booleans", 0, label)
+        raise t.fail("expected timestamps, got booleans", 0, key)
     else:
         # Text: numeric-looking text (a CSV epoch column with one bad cell) goes the epoch way.
         present = raw.dropna()
         if len(present) == 0 or not _is_number(present.iloc[0]):
-            return _strings_to_ns(t, raw, label, tz)
+            return _strings_to_ns(t, raw, key, tz)
         raw = raw.astype(object)  # rare path (epoch text with a bad cell): clarity over speed
         vals = pd.to_numeric(raw, errors="coerce")
         bad = (vals.isna() & raw.notna()).to_numpy()
-        if bad.any():
-            i, n = _first(bad)
-            raise t.fail(f"cannot parse {raw.iloc[i]!r} as a timestamp", i, label, n)
-        return _epoch_to_ns(t, vals, label, ts_unit)
-    if missing.any():
-        i, n = _first(missing)
-        raise t.fail("missing timestamp", i, label, n)
-    if no_local.any():
-        i, n = _first(no_local)
-        raise t.fail(f"{raw.iloc[i]} is ambiguous or does not exist in time zone {tz!r}", i, label, n)
-    return idx.asi8.copy()
+        t.flag(bad, key, _BAD_TS, lambda i: f"cannot parse {raw.iloc[i]!r} as a timestamp")
+        return _epoch_to_ns(t, vals, key, ts_unit)
+    t.flag(missing, key, _BAD_TS, lambda i: "missing timestamp")
+    t.flag(
+        no_local, key, _BAD_TS, lambda i: f"{raw.iloc[i]} is ambiguous or does not exist in time zone {tz!r}"
+    )
+    return np.where(missing | no_local, 0, idx.asi8)
 
 
 def _sort_order(ts: np.ndarray) -> tuple[np.ndarray | None, int]:
@@ -590,43 +820,82 @@ def _check_unit_args(tz: str, ts_unit: str | None) -> None:
         raise ValueError(f"ts_unit: must be one of {', '.join(_UNIT_NS)} or None, got {ts_unit!r}")
 
 
-def _optional(name: str | None, default: str) -> tuple[str | None, bool]:
-    """(column, required): an optional column under its default name may be absent; a mapped one may not."""
-    return name, name is not None and name != default
+def _optional_want(key: str, spec: str | None) -> list[_Want]:
+    """An optional column under its default name may be absent; one the caller mapped may not."""
+    return [] if spec is None else [_Want(key, spec, spec != key)]
+
+
+# ------------------------------------------------------------------------------------------------- ticks
+
+
+@dataclass
+class TickChunk:
+    """Rows of a tick file that passed the per-row checks, in file order, with their record positions."""
+
+    ticks: pd.DataFrame  # the canonical tick frame (not sorted)
+    pos: np.ndarray  # (n,) int64: each row's 0-based record position in the file
+    rows: Rows  # turns positions into the row numbers a user sees
+
+
+def scan_ticks(
+    path: str | Path,
+    columns: ColumnMap = ColumnMap(),
+    tz: str = "UTC",
+    ts_unit: str | None = None,
+    *,
+    strict: bool = True,
+    rejects: RejectLog | None = None,
+    chunk_bytes: int | None = None,
+) -> Iterator[TickChunk]:
+    """Read a tick file chunk by chunk; rows failing a per-row check raise (``strict``) or are counted in
+    ``rejects`` by reason and left out. Rows keep file order: ordering is the caller's business."""
+    _check_unit_args(tz, ts_unit)
+    path = Path(path)
+    c = columns
+    wants = [_Want("ts", c.ts, True), _Want("price", c.price, True), _Want("size", c.size, True)]
+    wants += _optional_want("side", c.side)
+    for t in _tables(path, wants, {"price", "size"}, {"side"}, strict, chunk_bytes):
+        ts = _timestamps(t, "ts", tz, ts_unit)
+        _check(t, ts < 0, "ts", _BAD_TS, "tick timestamps must be at or after 1970-01-01 UTC", ts)
+        price = _positive(t, "price", RejectReason.BAD_PRICE.value)
+        size = _nonnegative(t, "size", RejectReason.BAD_SIZE.value)
+        side = _sides(t, "side") if "side" in t.df.columns else np.zeros(len(ts), dtype=np.int8)
+        ok = t.ok
+        t.log_rejects(rejects)
+        frame = pd.DataFrame({"ts": ts[ok], "price": price[ok], "size": size[ok], "side": side[ok]})
+        yield TickChunk(frame, np.flatnonzero(ok) + t.offset, t.rows)
+    _log_ragged(path, rejects, t.rows)
+
+
+def _log_ragged(path: Path, rejects: RejectLog | None, rows: Rows) -> None:
+    if rows.ragged and rejects is not None:
+        for line, text in rows.ragged_lines():
+            rejects.add_numbered(line, "bad_shape", text)
+    elif rows.ragged:
+        log.info("%s: %d rows with the wrong number of fields were skipped", path, rows.ragged)
 
 
 def read_ticks(
-    path: str | Path, columns: ColumnMap = ColumnMap(), tz: str = "UTC", ts_unit: str | None = None
+    path: str | Path,
+    columns: ColumnMap = ColumnMap(),
+    tz: str = "UTC",
+    ts_unit: str | None = None,
+    *,
+    strict: bool = True,
+    rejects: RejectLog | None = None,
 ) -> pd.DataFrame:
-    """Read a tick file into the canonical tick frame (see the module docstring for every rule)."""
-    _check_unit_args(tz, ts_unit)
-    path = Path(path)
-    side_col, side_required = _optional(columns.side, "side")
-    wanted = [columns.ts, columns.price, columns.size] + ([side_col] if side_col else [])
-    required = {columns.ts, columns.price, columns.size}
-    if side_required and side_col:
-        required.add(side_col)
-    t = _read_table(
-        path,
-        wanted,
-        required,
-        numeric={columns.price, columns.size},
-        categorical={side_col} if side_col else set(),
-        keep_text={columns.ts},
-    )
-    ts = _timestamps(t, columns.ts, columns.ts, tz, ts_unit)
-    _check(t, ts < 0, columns.ts, "tick timestamps must be at or after 1970-01-01 UTC", ts)
-    price = _positive_prices(t, columns.price, columns.price)
-    size = _nonnegative(t, columns.size, columns.size)
-    if side_col and side_col in t.df.columns:
-        side = _sides(t, side_col, side_col)
-    else:
-        side = np.zeros(len(ts), dtype=np.int8)
-    order, late = _sort_order(ts)
+    """Read a whole tick file into the canonical tick frame, sorted by ts (stable); see the module
+    docstring for every rule. Ordering rejections (duplicates, out of order) are the feed's business."""
+    parts = list(scan_ticks(path, columns, tz, ts_unit, strict=strict, rejects=rejects))
+    df = pd.concat([p.ticks for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].ticks
+    order, late = _sort_order(df["ts"].to_numpy())
     if order is not None:
-        log.info("%s: %d of %d ticks were out of order; sorted by ts (stable)", path, late, len(ts))
-        ts, price, size, side = ts[order], price[order], size[order], side[order]
-    return pd.DataFrame({"ts": ts, "price": price, "size": size, "side": side})
+        log.info("%s: %d of %d ticks were out of order; sorted by ts (stable)", path, late, len(df))
+        df = df.iloc[order].reset_index(drop=True)
+    return df.astype(TICK_DTYPES)
+
+
+# -------------------------------------------------------------------------------------------------- bars
 
 
 def read_bars(
@@ -635,69 +904,113 @@ def read_bars(
     columns: ColumnMap = ColumnMap(),
     tz: str = "UTC",
     ts_unit: str | None = None,
+    *,
+    strict: bool = True,
+    sort: bool = True,
+    rejects: RejectLog | None = None,
 ) -> pd.DataFrame:
-    """Read an OHLCV file (``ts`` = bar start) into the canonical bar frame (see the module docstring)."""
+    """Read an OHLCV file (``ts`` = bar start) into the canonical bar frame (see the module docstring).
+
+    Not ``strict``: rows failing a check are counted in ``rejects`` (bad_timestamp, bad_price, bad_ohlc,
+    bad_volume, bad_vwap, bad_ticks, duplicate, out_of_order) and left out. Not ``sort``: a bar starting
+    before an earlier row's start is rejected as out of order instead of being sorted into place."""
     _check_unit_args(tz, ts_unit)
     if timeframe_ns <= 0:
         raise ValueError("timeframe_ns: must be positive")
     path = Path(path)
     c = columns
-    vwap_col, vwap_required = _optional(c.vwap, "vwap")
-    ticks_col, ticks_required = _optional(c.ticks, "ticks")
-    base = [c.ts, c.open, c.high, c.low, c.close, c.volume]
-    wanted = base + [x for x in (vwap_col, ticks_col) if x]
-    required = set(base) | {x for x, r in ((vwap_col, vwap_required), (ticks_col, ticks_required)) if r and x}
-    t = _read_table(path, wanted, required, numeric=set(wanted) - {c.ts}, categorical=set(), keep_text={c.ts})
-
-    start = _timestamps(t, c.ts, c.ts, tz, ts_unit)
-    o = _positive_prices(t, c.open, c.open)
-    h = _positive_prices(t, c.high, c.high)
-    lo = _positive_prices(t, c.low, c.low)
-    cl = _positive_prices(t, c.close, c.close)
-    _check(t, h < np.maximum(o, cl), c.high, "high is below max(open, close)", h)
-    _check(t, lo > np.minimum(o, cl), c.low, "low is above min(open, close)", lo)
-    vol = _nonnegative(t, c.volume, c.volume)
-    if vwap_col and vwap_col in t.df.columns:
-        vwap = _positive_prices(t, vwap_col, vwap_col)
-    else:
-        vwap = (h + lo + cl) / 3.0  # typical price: the usual stand-in when a feed has no vwap
-    if ticks_col and ticks_col in t.df.columns:
-        n_ticks = _nonnegative(t, ticks_col, ticks_col)
-        _check(t, n_ticks != np.floor(n_ticks), ticks_col, "must be a whole number", n_ticks)
-        ticks = n_ticks.astype(np.int64)
-    else:
-        ticks = np.zeros(len(start), dtype=np.int64)
-
-    dup = pd.Series(start).duplicated(keep="first").to_numpy()
-    if dup.any():
-        i, n = _first(dup)
-        first = t.row(int(np.flatnonzero(start == start[i])[0]))
-        when = pd.Timestamp(int(start[i]), tz="UTC")
-        raise t.fail(f"duplicate bar start {when} (first at row {first})", i, c.ts, n)
-    order, late = _sort_order(start)
+    keys = ("open", "high", "low", "close", "volume")
+    wants = [_Want("ts", c.ts, True), *(_Want(k, getattr(c, k), True) for k in keys)]
+    wants += _optional_want("vwap", c.vwap) + _optional_want("ticks", c.ticks)
+    numeric = {"open", "high", "low", "close", "volume", "vwap", "ticks"}
+    (t,) = _tables(path, wants, numeric, set(), strict, None)
+    cols = _bar_columns(t, tz, ts_unit)
+    _order_bars(t, cols["start"], sort)
+    ok = t.ok
+    t.log_rejects(rejects)
+    _log_ragged(path, rejects, t.rows)
+    pos = np.flatnonzero(ok)
+    cols = {k: v[ok] for k, v in cols.items()}
+    order, late = _sort_order(cols["start"])
     if order is not None:
-        log.info("%s: %d of %d bars were out of order; sorted by start (stable)", path, late, len(start))
-        start, o, h, lo, cl, vol, vwap, ticks = (a[order] for a in (start, o, h, lo, cl, vol, vwap, ticks))
-    _check_grid(t, start, order, timeframe_ns, tz, c.ts)
-
+        log.info("%s: %d of %d bars were out of order; sorted by start (stable)", path, late, len(order))
+        cols = {k: v[order] for k, v in cols.items()}
+        pos = pos[order]
+    _check_grid(t, cols["start"], pos, timeframe_ns, tz)
+    start = cols.pop("start")
     return pd.DataFrame(
         {
             "start": start,
             "end": start + np.int64(timeframe_ns),
-            "open": o,
-            "high": h,
-            "low": lo,
-            "close": cl,
-            "volume": vol,
-            "vwap": vwap,
-            "ticks": ticks,
+            **cols,
             "gap": np.zeros(len(start), dtype=bool),
         },
         columns=list(BAR_COLUMNS),
     )
 
 
-def _check_grid(t: _Table, start: np.ndarray, order: np.ndarray | None, tf: int, tz: str, label: str) -> None:
+def _bar_columns(t: _Table, tz: str, ts_unit: str | None) -> dict[str, np.ndarray]:
+    """Per-row checks of a bar table; every column as an array (rejected rows flagged, values arbitrary)."""
+    bad_price = RejectReason.BAD_PRICE.value
+    start = _timestamps(t, "ts", tz, ts_unit)
+    o, h = _positive(t, "open", bad_price), _positive(t, "high", bad_price)
+    lo, cl = _positive(t, "low", bad_price), _positive(t, "close", bad_price)
+    with np.errstate(invalid="ignore"):
+        _check(t, h < np.maximum(o, cl), "high", "bad_ohlc", "high is below max(open, close)", h)
+        _check(t, lo > np.minimum(o, cl), "low", "bad_ohlc", "low is above min(open, close)", lo)
+    vol = _nonnegative(t, "volume", "bad_volume")
+    if "vwap" in t.df.columns:
+        vwap = _positive(t, "vwap", "bad_vwap")
+    else:
+        vwap = (h + lo + cl) / 3.0  # typical price: the usual stand-in when a feed has no vwap
+    if "ticks" in t.df.columns:
+        n_ticks = _nonnegative(t, "ticks", "bad_ticks")
+        with np.errstate(invalid="ignore"):
+            _check(t, n_ticks != np.floor(n_ticks), "ticks", "bad_ticks", "must be a whole number", n_ticks)
+        ticks = np.where(t.ok, n_ticks, 0).astype(np.int64)
+    else:
+        ticks = np.zeros(len(start), dtype=np.int64)
+    return {
+        "start": start,
+        "open": o,
+        "high": h,
+        "low": lo,
+        "close": cl,
+        "volume": vol,
+        "vwap": vwap,
+        "ticks": ticks,
+    }
+
+
+def _order_bars(t: _Table, start: np.ndarray, sort: bool) -> None:
+    """Flag repeated starts (the later copy) and, unless ``sort``, starts before an earlier row's start."""
+    ok = t.ok
+    s = pd.Series(np.where(ok, start, np.iinfo(np.int64).min))
+    dup = ok & s.duplicated(keep="first").to_numpy()
+
+    def dup_message(i: int) -> str:
+        first = t.rows.row(t.offset + int(np.flatnonzero(ok & (start == start[i]))[0]))
+        return f"duplicate bar start {pd.Timestamp(int(start[i]), tz='UTC')} (first at row {first})"
+
+    t.flag(dup, "ts", RejectReason.DUPLICATE.value, dup_message)
+    if sort:
+        return
+    kept = np.where(t.ok, start, np.iinfo(np.int64).min)
+    newest = np.maximum.accumulate(kept)
+    before = np.r_[np.iinfo(np.int64).min, newest[:-1]]
+    late = t.ok & (start < before)
+    t.flag(
+        late,
+        "ts",
+        RejectReason.OUT_OF_ORDER.value,
+        lambda i: (
+            f"bar start {pd.Timestamp(int(start[i]), tz='UTC')} is before an earlier row's "
+            f"{pd.Timestamp(int(before[i]), tz='UTC')} (out of order; --sort sorts instead)"
+        ),
+    )
+
+
+def _check_grid(t: _Table, start: np.ndarray, pos: np.ndarray, tf: int, tz: str) -> None:
     """Consecutive (sorted) starts must be whole multiples of the timeframe apart, in UTC or in ``tz``."""
     if len(start) < 2:
         return
@@ -708,13 +1021,13 @@ def _check_grid(t: _Table, start: np.ndarray, order: np.ndarray | None, tf: int,
     if off.any():
         i, n = _first(off)
         step = pd.Timedelta(int(start[i + 1] - start[i]))
-        pos = i + 1 if order is None else int(order[i + 1])  # position in the file of the later bar
-        raise t.fail(
+        more = f" (and {n - 1} more rows)" if n > 1 else ""
+        raise DataFileError(
+            t.path,
             f"bar start {pd.Timestamp(int(start[i + 1]), tz='UTC')} is {step} after the previous "
-            f"bar, not a whole multiple of the timeframe {pd.Timedelta(tf)}",
-            pos,
-            label,
-            n,
+            f"bar, not a whole multiple of the timeframe {pd.Timedelta(tf)}" + more,
+            row=t.rows.row(int(pos[i + 1])),
+            column=t.labels["ts"],
         )
 
 
@@ -759,8 +1072,11 @@ __all__ = [
     "TICK_DTYPES",
     "ColumnMap",
     "DataFileError",
+    "Rows",
+    "TickChunk",
     "read_bars",
     "read_frame",
     "read_ticks",
+    "scan_ticks",
     "write_frame",
 ]
