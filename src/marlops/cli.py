@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -23,16 +24,9 @@ from marlops.agents.decision import RiskLimits
 from marlops.deploy.commands import deploy_app
 from marlops.market.bars import parse_timeframe
 from marlops.market.charts import plot_market
-from marlops.market.dataset import (
-    MarketDataset,
-    aggregate_bars,
-    dataset_from_ticks,
-    dataset_summary,
-    fill_gaps,
-    write_dataset,
-)
+from marlops.market.dataset import MarketDataset, dataset_from_ticks, dataset_summary
 from marlops.market.feed import FeedConfig
-from marlops.market.io import ColumnMap, DataFileError, read_bars, read_ticks
+from marlops.market.io import ColumnMap, DataFileError, read_ticks
 from marlops.market.synthetic import generate_market
 from marlops.monitoring.commands import drift_cmd, webhook_app  # cheap: heavy imports run inside
 from marlops.serving.commands import serve_app
@@ -113,7 +107,16 @@ def _print_summary(ds: MarketDataset, title: str) -> None:
     table = Table(title=title, show_header=False)
     table.add_column(style="bold")
     table.add_column()
+    rows: dict[str, object] = {}
     for k, v in dataset_summary(ds).items():
+        if k == "ticks rejected" and "rows_in" in ds.meta:  # a bar import: rows, not ticks
+            rows["rows accepted / in"] = f"{ds.meta['rows_accepted']:,} / {ds.meta['rows_in']:,}"
+            k = "rows rejected"
+        rows[k] = v
+        if k.endswith("rejected"):  # an import's rejections by reason, right under their total
+            for reason, n in sorted(ds.meta.get("rejected", {}).items(), key=lambda kv: -kv[1]):
+                rows[f"  {reason}"] = int(n)
+    for k, v in rows.items():
         table.add_row(
             k, f"{v:,}" if isinstance(v, int) else (f"{v:,.2f}" if isinstance(v, float) else str(v))
         )
@@ -166,7 +169,14 @@ def data_import(
     ],
     kind: Annotated[str, typer.Option(help="What the file holds: 'ticks' or 'bars'.")] = "ticks",
     out: Annotated[Path, typer.Option(help="Dataset folder to write.")] = DEFAULT_DATA / "imported",
-    columns: Annotated[str, typer.Option(help="Column mapping, e.g. 'ts=time,price=px,size=qty'.")] = "",
+    columns: Annotated[
+        str,
+        typer.Option(
+            help="Column mapping by name (any case) or position, e.g. 'ts=time,price=px,size=qty' or "
+            "'ts=0,price=4'. Default names: ts (or timestamp/time/date/datetime, or an unnamed first "
+            "column of times), price, size, side, open, high, low, close, volume, vwap, ticks."
+        ),
+    ] = "",
     tz: Annotated[str, typer.Option(help="Time zone of timestamps without an offset (IANA name).")] = "UTC",
     ts_unit: Annotated[
         str | None, typer.Option(help="Unit of numeric timestamps: s, ms, us, ns (default: inferred).")
@@ -174,32 +184,82 @@ def data_import(
     base: BaseTf = "5m",
     higher: HigherTf = "30m",
     tolerance_ms: Tolerance = 0.0,
+    strict: Annotated[
+        bool,
+        typer.Option(help="Stop at the first bad row (naming file, row, column) instead of rejecting it."),
+    ] = False,
+    sort: Annotated[
+        bool,
+        typer.Option(help="Sort rows by time instead of rejecting out-of-order ones (reads the file whole)."),
+    ] = False,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(help="Write every rejected row (row number, reason, column, raw fields) here."),
+    ] = None,
+    allow_cold: Annotated[
+        bool, typer.Option(help="Import a history too short to warm the matrices (for inspection only).")
+    ] = False,
+    tick_size: Annotated[
+        float | None, typer.Option(help="The instrument's tick size (recorded in meta.json).")
+    ] = None,
+    commission_bps: Annotated[
+        float | None, typer.Option(help="Commission in basis points of notional (recorded in meta.json).")
+    ] = None,
+    spread_bps: Annotated[
+        float | None, typer.Option(help="Bid-ask spread in basis points (recorded in meta.json).")
+    ] = None,
 ) -> None:
-    """Import real ticks (streamed into bars) or base-timeframe bars, then build indicators and matrices."""
+    """Import real ticks (bulk-built into bars, equal to the live path) or base-timeframe bars, then build
+    indicators and matrices. Bad rows are rejected and counted by reason (--strict stops instead)."""
+    from marlops.market.importer import ImportOptions, import_bars, import_ticks
+
     cfg = _feed_config(base, higher, tolerance_ms)
     if kind not in ("ticks", "bars"):
         raise typer.BadParameter(f"must be 'ticks' or 'bars', got {kind!r}", param_hint="--kind")
+    meta: dict[str, object] = {"source": f"import:{path.name}", "kind": kind, "tz": tz}
+    meta |= _instrument_costs(tick_size, commission_bps, spread_bps)
     try:
-        cmap = ColumnMap.parse(columns) if columns else ColumnMap()
-        meta = {"source": f"import:{path.name}", "kind": kind, "tz": tz}
+        opts = ImportOptions(
+            ColumnMap.parse(columns) if columns else ColumnMap(),
+            tz,
+            ts_unit,
+            strict,
+            sort,
+            rejects,
+            allow_cold,
+        )
         if kind == "ticks":
-            ticks = read_ticks(path, cmap, tz=tz, ts_unit=ts_unit)
-            progress, advance = _tick_progress(len(ticks), "bars, indicators, matrices")
-            with progress:
-                ds = dataset_from_ticks(out, ticks, cfg, meta, progress=advance)
+            with console.status(f"importing {path}"):
+                ds = import_ticks(path, out, cfg, opts, meta)
         else:
-            bars = fill_gaps(
-                read_bars(path, cfg.base_timeframe_ns, cmap, tz=tz, ts_unit=ts_unit), cfg.base_timeframe_ns
-            )
-            meta |= {
-                "base_timeframe_ns": cfg.base_timeframe_ns,
-                "higher_timeframe_ns": cfg.higher_timeframe_ns,
-            }
-            ds = write_dataset(out, bars, aggregate_bars(bars, cfg), meta)
+            ds = import_bars(path, out, cfg, opts, meta)
     except (DataFileError, ValueError) as err:
         err_console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
     _print_summary(ds, f"imported {path} → {out}")
+    if rejects is not None:
+        console.print(f"rejected rows: {rejects}")
+
+
+def _instrument_costs(
+    tick_size: float | None, commission_bps: float | None, spread_bps: float | None
+) -> dict:
+    """The instrument's tick size and costs for meta.json; each finite, bps >= 0 and the tick size > 0."""
+    out: dict[str, float] = {}
+    for name, value, positive in (
+        ("tick_size", tick_size, True),
+        ("commission_bps", commission_bps, False),
+        ("spread_bps", spread_bps, False),
+    ):
+        if value is None:
+            continue
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            rule = "finite and > 0" if positive else "finite and >= 0"
+            raise typer.BadParameter(
+                f"must be {rule}, got {value!r}", param_hint="--" + name.replace("_", "-")
+            )
+        out[name] = float(value)
+    return out
 
 
 @data_app.command("inspect")

@@ -317,6 +317,7 @@ class _Table:
     reasons: list[str] = field(default_factory=lambda: [""])
     code: np.ndarray = field(init=False)  # per row: index into ``reasons`` (0 = accepted so far)
     column: np.ndarray = field(init=False)  # per row: the key of the column that rejected it
+    _error: tuple[int, int, str, str] | None = None  # strict mode: earliest (row, count, key, message)
 
     def __post_init__(self) -> None:
         self.code = np.zeros(len(self.df), dtype=np.int16)
@@ -331,12 +332,14 @@ class _Table:
         return DataFileError(self.path, message + more, row=row, column=label)
 
     def flag(self, bad: np.ndarray, key: str, reason: str, message: Callable[[int], str]) -> None:
-        """Reject the rows in ``bad`` for ``reason``; ``message(i)`` describes row i for strict mode."""
+        """Reject the rows in ``bad`` for ``reason``; ``message(i)`` describes row i for strict mode,
+        which raises for the earliest bad row once every check has run (:meth:`raise_first`)."""
         if not bad.any():
             return
         if self.strict:
-            i, n = _first(bad)
-            raise self.fail(message(i), i, key, n)
+            i, n = _first(bad & self.ok) if (bad & self.ok).any() else _first(bad)
+            if self._error is None or i < self._error[0]:
+                self._error = (i, n, key, message(i))
         if reason not in self.reasons:
             self.reasons.append(reason)
         new = bad & (self.code == _NO_REASON)
@@ -347,9 +350,16 @@ class _Table:
     def ok(self) -> np.ndarray:
         return self.code == _NO_REASON
 
+    def raise_first(self) -> None:
+        """Strict mode: the error of the earliest bad row, if any."""
+        if self._error is not None:
+            i, n, key, message = self._error
+            raise self.fail(message, i, key, n)
+
     def log_rejects(self, log_: RejectLog | None) -> None:
         if log_ is None:
             return
+        log_.rows_of = self.rows.rows
         bad = np.flatnonzero(~self.ok)
         reasons = np.asarray(self.reasons, dtype=object)[self.code[bad]]
         fields_ = join_fields(self.df, bad) if log_.keep_rows else np.empty(len(bad), object)
@@ -835,6 +845,8 @@ class TickChunk:
     ticks: pd.DataFrame  # the canonical tick frame (not sorted)
     pos: np.ndarray  # (n,) int64: each row's 0-based record position in the file
     rows: Rows  # turns positions into the row numbers a user sees
+    ts_label: str = "ts"  # the time column as the user names it
+    raw: pd.DataFrame | None = None  # the rows' cells as read, kept only for a rejects file
 
 
 def scan_ticks(
@@ -860,19 +872,28 @@ def scan_ticks(
         price = _positive(t, "price", RejectReason.BAD_PRICE.value)
         size = _nonnegative(t, "size", RejectReason.BAD_SIZE.value)
         side = _sides(t, "side") if "side" in t.df.columns else np.zeros(len(ts), dtype=np.int8)
+        t.raise_first()
         ok = t.ok
         t.log_rejects(rejects)
         frame = pd.DataFrame({"ts": ts[ok], "price": price[ok], "size": size[ok], "side": side[ok]})
-        yield TickChunk(frame, np.flatnonzero(ok) + t.offset, t.rows)
+        raw = t.df[ok].reset_index(drop=True) if rejects is not None and rejects.keep_rows else None
+        yield TickChunk(frame, np.flatnonzero(ok) + t.offset, t.rows, t.labels["ts"], raw)
     _log_ragged(path, rejects, t.rows)
 
 
 def _log_ragged(path: Path, rejects: RejectLog | None, rows: Rows) -> None:
-    if rows.ragged and rejects is not None:
+    """Count the ragged CSV rows Arrow skipped (their lines cost a pass over the file: only if kept)."""
+    if not rows.ragged:
+        return
+    log.info("%s: %d rows with the wrong number of fields were skipped", path, rows.ragged)
+    if rejects is None:
+        return
+    rejects.rows_of = rows.rows
+    if rejects.keep_rows:
         for line, text in rows.ragged_lines():
             rejects.add_numbered(line, "bad_shape", text)
-    elif rows.ragged:
-        log.info("%s: %d rows with the wrong number of fields were skipped", path, rows.ragged)
+    else:
+        rejects.counts["bad_shape"] += rows.ragged
 
 
 def read_ticks(
@@ -925,7 +946,9 @@ def read_bars(
     numeric = {"open", "high", "low", "close", "volume", "vwap", "ticks"}
     (t,) = _tables(path, wants, numeric, set(), strict, None)
     cols = _bar_columns(t, tz, ts_unit)
+    t.raise_first()
     _order_bars(t, cols["start"], sort)
+    t.raise_first()
     ok = t.ok
     t.log_rejects(rejects)
     _log_ragged(path, rejects, t.rows)

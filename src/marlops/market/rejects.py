@@ -32,17 +32,22 @@ class RejectLog:
     _column: list[np.ndarray] = field(default_factory=list)
     _fields: list[np.ndarray] = field(default_factory=list)
     _lines: list[tuple[int, str, str]] = field(default_factory=list)  # rows already numbered (ragged)
+    rows_of: RowsOf | None = None  # set by the reader: its positions → row numbers
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def add(self, pos: np.ndarray, reason: np.ndarray, column: np.ndarray, fields: np.ndarray) -> None:
-        """Rejected rows of one chunk: record positions and, per row, reason, column and raw fields."""
+    def add(
+        self, pos: np.ndarray, reason: np.ndarray, column: np.ndarray, fields: np.ndarray, count: bool = True
+    ) -> None:
+        """Rejected rows of one chunk: record positions and, per row, reason, column and raw fields.
+        ``count=False`` for rows a counter elsewhere has counted already (the bulk bar builder's)."""
         if len(pos) == 0:
             return
-        values, n = np.unique(reason, return_counts=True)
-        self.counts.update({str(v): int(k) for v, k in zip(values, n, strict=True)})
+        if count:
+            values, n = np.unique(reason.astype(str), return_counts=True)
+            self.counts.update({str(v): int(k) for v, k in zip(values, n, strict=True)})
         if self.keep_rows:
             self._pos.append(np.asarray(pos, np.int64))
             self._reason.append(np.asarray(reason, object))
@@ -55,8 +60,9 @@ class RejectLog:
         if self.keep_rows:
             self._lines.append((row, reason, text))
 
-    def frame(self, rows_of: RowsOf) -> pd.DataFrame:
+    def frame(self, rows_of: RowsOf | None = None) -> pd.DataFrame:
         """Every kept rejected row, in file order: row, reason, column, fields (raw, comma-joined)."""
+        rows_of = rows_of or self.rows_of or (lambda pos: pos)
         parts = [pd.DataFrame(self._lines, columns=["row", "reason", "fields"]).assign(column="")]
         if self._pos:
             parts.append(
@@ -72,7 +78,7 @@ class RejectLog:
         out = pd.concat(parts, ignore_index=True)[list(REJECT_COLUMNS)]
         return out.astype({"row": np.int64}).sort_values("row", kind="stable").reset_index(drop=True)
 
-    def write(self, path: Path, rows_of: RowsOf) -> Path:
+    def write(self, path: Path, rows_of: RowsOf | None = None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         # QUOTE_NONNUMERIC: the raw fields hold commas, and an empty string must differ from a missing row
         self.frame(rows_of).to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)

@@ -104,17 +104,20 @@ class TickValidator:
         """Accept ``tick`` or raise :class:`TickError` (the rejection is still counted)."""
         try:
             validate_fields(tick)
-            key = (tick.ts, float(tick.price), float(tick.size), tick.side)
-            if key in self._recent_keys:
-                raise TickError(
-                    RejectReason.DUPLICATE, "ts", f"duplicate of an accepted tick at ts={tick.ts}"
-                )
+            # Order first: a copy older than the window is out of order, whether or not its original
+            # is still remembered, so the reason never depends on the window's bookkeeping (and the
+            # bulk import, which has no such bookkeeping, decides the same).
             if tick.ts < self._newest_ts - self.out_of_order_tolerance_ns:
                 raise TickError(
                     RejectReason.OUT_OF_ORDER,
                     "ts",
                     f"{tick.ts} is {self._newest_ts - tick.ts} ns older than the newest accepted tick "
                     f"(tolerance {self.out_of_order_tolerance_ns} ns)",
+                )
+            key = (tick.ts, float(tick.price), float(tick.size), tick.side)
+            if key in self._recent_keys:
+                raise TickError(
+                    RejectReason.DUPLICATE, "ts", f"duplicate of an accepted tick at ts={tick.ts}"
                 )
         except TickError as err:
             self.rejected[err.reason] += 1
