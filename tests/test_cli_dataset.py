@@ -74,6 +74,7 @@ def test_import_ticks_csv_and_report_rejections(tmp_path: Path) -> None:
             "America/New_York",
             "--out",
             str(tmp_path / "imp"),
+            "--allow-cold",  # 400 ticks cannot warm the matrices
         ],
     )
     assert res.exit_code == 0, res.output
@@ -87,7 +88,7 @@ def test_import_ticks_csv_and_report_rejections(tmp_path: Path) -> None:
 def test_import_malformed_file_names_row_and_column(tmp_path: Path) -> None:
     src = tmp_path / "bad.csv"
     src.write_text("ts,price,size\n2025-01-01T00:00:00Z,10,1\n2025-01-01T00:00:01Z,abc,1\n")
-    res = runner.invoke(app, ["data", "import", str(src), "--out", str(tmp_path / "x")])
+    res = runner.invoke(app, ["data", "import", str(src), "--out", str(tmp_path / "x"), "--strict"])
     assert res.exit_code == 2
     assert "row 3" in res.output and "price" in res.output
     assert not (tmp_path / "x" / "meta.json").exists()
@@ -117,6 +118,7 @@ def test_import_hourly_bars_with_a_hole(tmp_path: Path) -> None:
             "1d",
             "--out",
             str(tmp_path / "h"),
+            "--allow-cold",  # five days of hours cannot warm the daily matrices
         ],
     )
     assert res.exit_code == 0, res.output

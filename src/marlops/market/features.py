@@ -206,7 +206,9 @@ def _bdiv(num: pd.Series, den: pd.Series) -> pd.Series:
 
 
 def _blog_ratio(a: pd.Series, b: pd.Series) -> pd.Series:
-    out = np.log(a / b).where((a > 0.0) & (b > 0.0), 0.0)
+    # a flat stretch (a weekend of gap bars) has zero volatility: log(0) is computed, then replaced by 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log(a / b).where((a > 0.0) & (b > 0.0), 0.0)
     return out.where(a.notna() & b.notna())
 
 

@@ -409,13 +409,15 @@ def _looks_like_time(value: object) -> bool:
 
 
 def _find_ts(path: Path, names: list[str], first: list[object] | None) -> int | None:
-    """The default ``ts`` column: ``ts``, then a time-named alias, then an unnamed first column of times."""
+    """The default ``ts`` column: ``ts``, then a time-named alias, then an unnamed index column of times."""
     for spec in ("ts", *_TS_ALIASES):
         pos = _find(path, names, spec)
         if pos is not None:
             return pos
-    if names and names[0].strip().lower() in _UNNAMED and first and _looks_like_time(first[0]):
-        return 0
+    # a CSV writes the index first; Parquet (pandas) stores it last, as __index_level_0__
+    for i in (0, len(names) - 1):
+        if names and names[i].strip().lower() in _UNNAMED and first and _looks_like_time(first[i]):
+            return i
     return None
 
 
@@ -775,6 +777,21 @@ def _strings_to_ns(t: _Table, raw: pd.Series, key: str, tz: str) -> np.ndarray:
     return out
 
 
+_NUMBER_RE = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+
+
+def _mostly_numbers(raw: pd.Series) -> bool:
+    """More than half of the present cells of a text column are numbers (decided in Arrow, not Python)."""
+    arr = pa.array(
+        raw.array if isinstance(raw.dtype, pd.ArrowDtype) else raw.to_numpy(dtype=object),
+        type=pa.string(),
+        from_pandas=True,
+    )
+    present = len(arr) - arr.null_count
+    numbers = pc.sum(pc.match_substring_regex(arr, _NUMBER_RE)).as_py() or 0
+    return present > 0 and 2 * numbers > present
+
+
 def _is_number(value: object) -> bool:
     try:
         float(str(value))
@@ -799,9 +816,9 @@ def _timestamps(t: _Table, key: str, tz: str, ts_unit: str | None) -> np.ndarray
     elif pd.api.types.is_bool_dtype(raw.dtype):
         raise t.fail("expected timestamps, got booleans", 0, key)
     else:
-        # Text: numeric-looking text (a CSV epoch column with one bad cell) goes the epoch way.
-        present = raw.dropna()
-        if len(present) == 0 or not _is_number(present.iloc[0]):
+        # Text: mostly numeric text (a CSV epoch column with bad cells) goes the epoch way, as does
+        # every chunk after one whose epoch unit was inferred.
+        if t.ts_unit is None and not _mostly_numbers(raw):
             return _strings_to_ns(t, raw, key, tz)
         raw = raw.astype(object)  # rare path (epoch text with a bad cell): clarity over speed
         vals = pd.to_numeric(raw, errors="coerce")
