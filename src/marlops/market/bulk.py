@@ -91,15 +91,22 @@ class BulkBars:
         ts = ticks["ts"].to_numpy(np.int64)
         price, size = ticks["price"].to_numpy(np.float64), ticks["size"].to_numpy(np.float64)
         side = ticks["side"].to_numpy(np.int8)
-        code, newest_before = self._decide(ts, price, size, side)
+        if len(ts) == 0:
+            return np.zeros(0, np.int8)
+        b = self.bucket(ts)
+        # the usual chunk is in time order and starts at or after the newest tick: nothing can be out
+        # of order or late, and open/close are simply the first and last tick of each bar
+        ordered = int(ts[0]) >= self._newest and bool((np.diff(ts) >= 0).all())
+        code = self._decide(ts, b, price, size, side, ordered)
         for c, name in REASONS.items():
             self.rejected[name] += int(np.count_nonzero(code == c))
         self.ticks_in += len(ts)
         ok = code == OK
-        if ok.any():
-            self._add(ts[ok], price[ok], size[ok])
-        if len(ts):
-            self._newest = max(self._newest, int(newest_before[-1]), int(ts[-1]))
+        if ok.all():
+            self._add(ts, b, price, size, ordered)
+        elif ok.any():
+            self._add(ts[ok], b[ok], price[ok], size[ok], ordered)
+        self._newest = max(self._newest, int(ts.max()))
         return code
 
     def flush(self) -> None:
@@ -121,22 +128,31 @@ class BulkBars:
     # -- the decisions ---------------------------------------------------------------------------
 
     def _decide(
-        self, ts: np.ndarray, price: np.ndarray, size: np.ndarray, side: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        ts: np.ndarray,
+        b: np.ndarray,
+        price: np.ndarray,
+        size: np.ndarray,
+        side: np.ndarray,
+        ordered: bool,
+    ) -> np.ndarray:
         n = len(ts)
-        if n == 0:
-            return np.zeros(0, np.int8), np.zeros(0, np.int64)
-        before = np.empty(n, np.int64)  # newest timestamp before each row
-        before[0] = self._newest
-        np.maximum(np.maximum.accumulate(ts)[:-1], self._newest, out=before[1:])
         code = np.zeros(n, np.int8)
-        code[ts < before - self.tolerance_ns] = OUT_OF_ORDER
-        valid = code == OK
-        code[self._duplicates(ts, price, size, side, valid)] = DUPLICATE
-        late = (code == OK) & (before >= 0) & (self.bucket(ts) < self.bucket(before))
-        code[late] = LATE
+        if ordered:
+            code[self._duplicates(ts, price, size, side, np.ones(n, bool))] = DUPLICATE
+        else:
+            newest_b = int(self.bucket(np.array([self._newest]))[0])
+            before = np.empty(n, np.int64)  # newest timestamp before each row, and its bucket
+            before[0] = self._newest
+            np.maximum(np.maximum.accumulate(ts)[:-1], self._newest, out=before[1:])
+            before_b = np.empty(n, np.int64)  # bucket() is monotone: the bucket of a maximum is the maximum
+            before_b[0] = newest_b
+            np.maximum(np.maximum.accumulate(b)[:-1], newest_b, out=before_b[1:])
+            code[ts < before - self.tolerance_ns] = OUT_OF_ORDER
+            code[self._duplicates(ts, price, size, side, code == OK)] = DUPLICATE
+            code[(code == OK) & (before >= 0) & (b < before_b)] = LATE
         self._remember(ts, price, size, side, (code == OK) | (code == LATE), max(self._newest, int(ts.max())))
-        return code, before
+        return code
 
     def _duplicates(
         self, ts: np.ndarray, price: np.ndarray, size: np.ndarray, side: np.ndarray, valid: np.ndarray
@@ -184,31 +200,34 @@ class BulkBars:
 
     # -- the bars --------------------------------------------------------------------------------
 
-    def _add(self, ts: np.ndarray, price: np.ndarray, size: np.ndarray) -> None:
+    def _add(self, ts: np.ndarray, b: np.ndarray, price: np.ndarray, size: np.ndarray, ordered: bool) -> None:
         """Accepted ticks (buckets non-decreasing) → closed bars, gap bars and the new open bar."""
         self.ticks_accepted += len(ts)
         self.volume_accepted = float(np.cumsum(np.r_[self.volume_accepted, size])[-1])  # streaming's order
         o = self._open  # the open bar rides along as a first pseudo-tick
-        b = self.bucket(ts)
-        if o is not None:
-            b = np.r_[o.start, b]
-        first = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
-        group = np.cumsum(np.r_[True, b[1:] != b[:-1]]) - 1
-        g = len(first)
 
         def lead(value: float, values: np.ndarray) -> np.ndarray:
             return values if o is None else np.r_[value, values]
 
         p0 = o or _OpenBar(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0)  # placeholder, unused when o is None
+        b = lead(p0.start, b)
+        new_bar = np.empty(len(b), bool)
+        new_bar[0] = True
+        np.not_equal(b[1:], b[:-1], out=new_bar[1:])
+        first = np.flatnonzero(new_bar)
+        group = np.cumsum(new_bar) - 1
+        g = len(first)
         vol = np.bincount(group, lead(p0.volume, size), g)
         notional = np.bincount(group, lead(p0.notional, price * size), g)
-        n_ticks = np.bincount(group, lead(p0.ticks, np.ones(len(ts))), g).astype(np.int64)
+        n_ticks = np.bincount(group, minlength=g)
+        if o is not None:
+            n_ticks[0] += o.ticks - 1  # the pseudo-tick stands for the open bar's ticks
         high = np.maximum.reduceat(lead(p0.high, price), first)
         low = np.minimum.reduceat(lead(p0.low, price), first)
         t_open, t_close = lead(p0.first_ts, ts), lead(p0.last_ts, ts)
         p_open, p_close = lead(p0.open, price), lead(p0.close, price)
-        i_open = _first_of(group, t_open, first)
-        i_close = _last_of(group, t_close, first, len(b))
+        i_open = _first_of(group, t_open, first, ordered)
+        i_close = _last_of(group, t_close, first, len(b), ordered)
         starts = b[first]
         last = g - 1
         self._open = _OpenBar(
@@ -230,18 +249,18 @@ class BulkBars:
         self._bars.append(_with_gaps(closed, int(starts[last]), self.timeframe_ns))
 
 
-def _first_of(group: np.ndarray, t: np.ndarray, first: np.ndarray) -> np.ndarray:
+def _first_of(group: np.ndarray, t: np.ndarray, first: np.ndarray, ordered: bool) -> np.ndarray:
     """Per group, the index of the smallest ``t``, the earliest on ties (streaming: ``ts < first_ts``)."""
-    if (np.diff(t) >= 0).all():
+    if ordered or (np.diff(t) >= 0).all():
         return first
     order = np.lexsort((t, group))  # stable: ties keep arrival order
     return order[first]
 
 
-def _last_of(group: np.ndarray, t: np.ndarray, first: np.ndarray, n: int) -> np.ndarray:
+def _last_of(group: np.ndarray, t: np.ndarray, first: np.ndarray, n: int, ordered: bool) -> np.ndarray:
     """Per group, the index of the largest ``t``, the latest on ties (streaming: ``ts >= last_ts``)."""
     ends = np.r_[first[1:], n] - 1
-    if (np.diff(t) >= 0).all():
+    if ordered or (np.diff(t) >= 0).all():
         return ends
     order = np.lexsort((t, group))
     return order[ends]
@@ -313,3 +332,34 @@ def _with_gaps(closed: pd.DataFrame, next_start: int, tf: int) -> pd.DataFrame:
             "gap": is_gap,
         }
     )[list(BAR_COLUMNS)]
+
+
+def higher_bars(base: pd.DataFrame, timeframe_ns: int, origin_ns: int = 0) -> pd.DataFrame:
+    """Higher-timeframe bars from consecutive base bars, equal to :class:`BarAggregator`'s.
+
+    The aggregator sums in bar order from 0.0 (``np.bincount`` too), takes the first open and the last
+    close, and emits a higher bar only when a base bar reaches its end: an unfinished last bucket (or
+    one cut short by a hole the base bars did not fill) is left out, as live."""
+    if len(base) == 0:
+        return base.iloc[:0].reset_index(drop=True)
+    start = base["start"].to_numpy(np.int64)
+    bucket = start - (start - origin_ns) % timeframe_ns
+    new_bar = np.r_[True, bucket[1:] != bucket[:-1]]
+    first = np.flatnonzero(new_bar)
+    group = np.cumsum(new_bar) - 1
+    last = np.r_[first[1:], len(start)] - 1
+    volume = base["volume"].to_numpy(np.float64)
+    closed = base["end"].to_numpy(np.int64)[last] >= bucket[first] + timeframe_ns
+    # a bucket closes at its first bar reaching the end; bars are sorted and disjoint, so that is its last
+    cols = (
+        bucket[first],
+        base["open"].to_numpy()[first],
+        np.maximum.reduceat(base["high"].to_numpy(np.float64), first),
+        np.minimum.reduceat(base["low"].to_numpy(np.float64), first),
+        base["close"].to_numpy()[last],
+        np.bincount(group, volume),
+        np.bincount(group, base["vwap"].to_numpy(np.float64) * volume),
+        np.bincount(group, base["ticks"].to_numpy(np.float64)).astype(np.int64),
+    )
+    gap = np.logical_and.reduceat(base["gap"].to_numpy(bool), first)
+    return _bar_frame(*(c[closed] for c in cols), gap=gap[closed], tf=timeframe_ns)

@@ -19,8 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from marlops.market.bulk import OK, REASONS, BulkBars
-from marlops.market.dataset import MarketDataset, aggregate_bars, fill_gaps, write_dataset
+from marlops.market.bulk import OK, REASONS, BulkBars, higher_bars
+from marlops.market.dataset import MarketDataset, fill_gaps, write_dataset
 from marlops.market.feed import FeedConfig
 from marlops.market.io import (
     CHUNK_BYTES,
@@ -71,7 +71,7 @@ def import_ticks(
                     progress(len(chunk.pos))
         bulk.flush()
         base = bulk.frame()
-        higher = aggregate_bars(base, cfg)
+        higher = higher_bars(base, cfg.higher_timeframe_ns, cfg.origin_ns)
         if not opts.allow_cold:
             check_warm(len(base), len(higher), cfg.base_timeframe_ns, cfg.higher_timeframe_ns)
         rejected = log.counts + Counter({k: v for k, v in bulk.rejected.items() if v})
@@ -149,7 +149,7 @@ def import_bars(path: Path, out: Path, cfg: FeedConfig, opts: ImportOptions, met
         path, tf, opts.columns, opts.tz, opts.ts_unit, strict=opts.strict, sort=opts.sort, rejects=log
     )
     base = fill_gaps(bars, tf)
-    higher = aggregate_bars(base, cfg)
+    higher = higher_bars(base, cfg.higher_timeframe_ns, cfg.origin_ns)
     if not opts.allow_cold:
         check_warm(len(base), len(higher), tf, cfg.higher_timeframe_ns)
     meta = {
