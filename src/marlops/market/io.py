@@ -33,6 +33,7 @@ Rules (docs/market-data.md):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import logging
@@ -447,7 +448,7 @@ def _resolve(
 # ---------------------------------------------------------------------------------------------- reading
 
 _DICT_STRING = pa.dictionary(pa.int32(), pa.string())
-CHUNK_BYTES = 64 << 20  # CSV block per chunk (~1.5M ticks): memory stays flat for any file size
+CHUNK_BYTES = 16 << 20  # CSV block per chunk (~400k ticks): memory stays flat for any file size
 
 
 def _to_pandas(table: pa.Table, categorical: set[str], keep_text: set[str]) -> pd.DataFrame:
@@ -523,23 +524,30 @@ def _csv_batches(
         ),
     }
     back = {n: k for k, n in internal.items()}
-    try:
-        if chunk_bytes is None:  # the whole file at once: Arrow's multi-threaded reader
-            opts = pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=True)
-            batches: Iterator[pa.RecordBatch] = iter(
-                pacsv.read_csv(path, read_options=opts, **options).to_batches(1 << 62)
-            )
-        else:
-            opts = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=chunk_bytes)
-            batches = iter(pacsv.open_csv(path, read_options=opts, **options))
-        for batch in batches:
-            table = pa.Table.from_batches([batch]).rename_columns([back[n] for n in batch.schema.names])
-            yield _cast_text(table, lay.numeric, lay.categorical)
-    except pa.ArrowInvalid as err:
-        line, found = _csv_bad_record(path, width)
-        if line is not None:
-            raise DataFileError(path, f"expected {width} fields, found {found}", row=line) from None
-        raise DataFileError(path, f"cannot read CSV: {err}") from None
+    with contextlib.ExitStack() as stack:
+        try:
+            if chunk_bytes is None:  # the whole file at once: Arrow's multi-threaded reader
+                opts = pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=True)
+                whole = pacsv.read_csv(path, read_options=opts, **options)
+                batches: Iterator[pa.RecordBatch] = iter(whole.to_batches(1 << 62))
+            else:
+                opts = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=chunk_bytes)
+                # A Python file object, not the path: given a path, Arrow reads ahead of the parser
+                # without bound (most of a large file sat in memory); a Python file is read as parsed.
+                source = stack.enter_context(_open_binary(path))
+                batches = iter(pacsv.open_csv(source, read_options=opts, **options))
+            for batch in batches:
+                table = pa.Table.from_batches([batch]).rename_columns([back[n] for n in batch.schema.names])
+                yield _cast_text(table, lay.numeric, lay.categorical)
+        except pa.ArrowInvalid as err:
+            line, found = _csv_bad_record(path, width)
+            if line is not None:
+                raise DataFileError(path, f"expected {width} fields, found {found}", row=line) from None
+            raise DataFileError(path, f"cannot read CSV: {err}") from None
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
 def _parquet_batches(
@@ -574,7 +582,7 @@ def _tables(
     else:
         pf = pq.ParquetFile(path)
         names = list(pf.schema_arrow.names)
-        head = pf.read_row_group(0).slice(0, 1).to_pylist() if pf.metadata.num_rows else []
+        head = next(pf.iter_batches(batch_size=1), pa.record_batch([])).to_pylist()
         first_cells = list(head[0].values()) if head else None
     positions, labels = _resolve(path, names, wants, first_cells)
     lay = _Layout(positions, labels, numeric & set(positions), categorical & set(positions))
