@@ -315,6 +315,7 @@ class _Table:
     offset: int = 0  # records before this chunk
     strict: bool = True
     ts_unit: str | None = None  # epoch unit, inferred from the first chunk and kept for the rest
+    ts_kind: str | None = None  # a text time column: 'epoch' or 'iso', decided once (see _timestamps)
     reasons: list[str] = field(default_factory=lambda: [""])
     code: np.ndarray = field(init=False)  # per row: index into ``reasons`` (0 = accepted so far)
     column: np.ndarray = field(init=False)  # per row: the key of the column that rejected it
@@ -592,16 +593,17 @@ def _tables(
     else:  # ~40 bytes a CSV tick: the same number of rows per chunk
         batches = _parquet_batches(path, names, lay, None if chunk_bytes is None else chunk_bytes // 40)
     keep_text = {"ts"}
-    offset, ts_unit, seen = 0, None, False
+    offset, ts_unit, ts_kind, seen = 0, None, None, False
     for table in batches:
         if table.num_rows == 0:
             continue
         seen = True
-        t = _Table(path, _to_pandas(table, lay.categorical, keep_text), labels, rows, offset, strict, ts_unit)
+        df = _to_pandas(table, lay.categorical, keep_text)
+        t = _Table(path, df, labels, rows, offset, strict, ts_unit, ts_kind)
         offset += table.num_rows
         rows.records = offset
         yield t
-        ts_unit = t.ts_unit
+        ts_unit, ts_kind = t.ts_unit, t.ts_kind
     if not seen:
         raise DataFileError(path, "no rows")
 
@@ -797,18 +799,22 @@ def _strings_to_ns(t: _Table, raw: pd.Series, key: str, tz: str) -> np.ndarray:
 
 
 _NUMBER_RE = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+_DATE_RE = r"^\s*\d{4}-\d{1,2}-\d{1,2}"
 
 
-def _mostly_numbers(raw: pd.Series) -> bool:
-    """More than half of the present cells of a text column are numbers (decided in Arrow, not Python)."""
+def _text_kind(raw: pd.Series) -> str | None:
+    """'epoch' or 'iso' for a text time column: whichever the cells look like more (numbers win a tie;
+    cells like neither, junk, count for none); None if no cell decides. Counted in Arrow, not Python."""
     arr = pa.array(
         raw.array if isinstance(raw.dtype, pd.ArrowDtype) else raw.to_numpy(dtype=object),
         type=pa.string(),
         from_pandas=True,
     )
-    present = len(arr) - arr.null_count
     numbers = pc.sum(pc.match_substring_regex(arr, _NUMBER_RE)).as_py() or 0
-    return present > 0 and 2 * numbers > present
+    dates = pc.sum(pc.match_substring_regex(arr, _DATE_RE)).as_py() or 0
+    if numbers == dates == 0:
+        return None
+    return "epoch" if numbers >= dates else "iso"
 
 
 def _is_number(value: object) -> bool:
@@ -835,9 +841,10 @@ def _timestamps(t: _Table, key: str, tz: str, ts_unit: str | None) -> np.ndarray
     elif pd.api.types.is_bool_dtype(raw.dtype):
         raise t.fail("expected timestamps, got booleans", 0, key)
     else:
-        # Text: mostly numeric text (a CSV epoch column with bad cells) goes the epoch way, as does
-        # every chunk after one whose epoch unit was inferred.
-        if t.ts_unit is None and not _mostly_numbers(raw):
+        # Text: a column of mostly numbers (an epoch column with bad cells) goes the epoch way; decided
+        # once, by the first chunk with a number or a date, so every chunk reads the column alike.
+        t.ts_kind = t.ts_kind or _text_kind(raw)
+        if t.ts_kind != "epoch":
             return _strings_to_ns(t, raw, key, tz)
         raw = raw.astype(object)  # rare path (epoch text with a bad cell): clarity over speed
         vals = pd.to_numeric(raw, errors="coerce")
