@@ -162,7 +162,13 @@ from marlops.market.feed import FeedConfig
 from marlops.market.importer import ImportOptions, import_ticks
 t0 = time.perf_counter()
 ds = import_ticks(Path(sys.argv[1]), Path(sys.argv[2]), FeedConfig(), ImportOptions(allow_cold=True), {})
-print(ds.meta["ticks_accepted"], time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+wall = time.perf_counter() - t0
+try:  # this process's own peak: ru_maxrss would include the parent's RSS at fork (Linux keeps it over exec)
+    status = Path("/proc/self/status").read_text().split("VmHWM:")[1]
+    peak_kib = int(status.split()[0])
+except (OSError, IndexError):
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(ds.meta["ticks_accepted"], wall, peak_kib)
 """
 
 

@@ -16,15 +16,24 @@ Rules (docs/market-data.md):
   in each unit) and every value must fall in the same band, so a file mixing units is an error.
   ``ts_unit`` is ignored for string timestamps. A naive wall-clock time that is ambiguous in ``tz``
   (the repeated hour at a DST fall-back) is resolved by order when the column allows it, else an error.
-- Errors are :class:`DataFileError` naming the file, the row *as a user sees it* (CSV: the line number,
-  header = line 1, so the first data row is 2; Parquet: 1-based row) and the column. Blank CSV lines
-  are skipped but still counted, so line numbers stay right.
+- Columns are found by name (exact, else case-insensitive), or by position (``ts=0``); the time column
+  defaults to ``ts``, then ``timestamp``/``time``/``date``/``datetime``, then an unnamed index column
+  holding times (pandas' ``to_csv``/``to_parquet``).
+- A row failing a check raises (``strict``, the default of the library readers) or is rejected and
+  counted by reason in a :class:`~marlops.market.rejects.RejectLog` (``data import``'s default).
+  Errors are :class:`DataFileError` naming the file, the row *as a user sees it* (CSV: the line
+  number, header = line 1, so the first data row is 2; Parquet: 1-based row) and the column; in strict
+  mode the earliest bad row of a chunk. Blank CSV lines are skipped but still counted, so line numbers
+  stay right. CSV rows with the wrong number of fields are ``bad_shape`` rejects.
 - Optional columns: ``side`` (absent → 0; empty cell → 0), bar ``vwap`` (absent → (high+low+close)/3)
   and ``ticks`` (absent → 0). They are optional only under their default names: a column the caller
   explicitly mapped must exist.
-- Ticks may share a timestamp (exact duplicates are the TickValidator's business). Out-of-order rows
-  are stably sorted and counted (logged at INFO). Tick timestamps must be >= 0 (the epoch).
-- Bars: ``ts`` is the bar start, ``end = start + timeframe_ns``. A repeated start is an error. Grid
+- Ticks may share a timestamp (exact duplicates are the TickValidator's business, or the bulk
+  import's). :func:`read_ticks` stably sorts out-of-order rows (logged at INFO); :func:`scan_ticks`
+  keeps file order for the import, which rejects them unless asked to sort. Tick timestamps must be
+  >= 0 (the epoch).
+- Bars: ``ts`` is the bar start, ``end = start + timeframe_ns``. A repeated start is a ``duplicate``,
+  a start before an earlier row's is sorted (``sort``) or rejected as ``out_of_order``. Grid
   check: consecutive starts (after sorting) must differ by a whole multiple of ``timeframe_ns``, either
   in UTC or in wall-clock time of ``tz`` (daily bars at New York midnight are 23 or 25 h apart in UTC
   across DST). Holes (weekends, halts) are allowed and not filled. Imported bars have ``gap=False``:
