@@ -602,6 +602,7 @@ def evaluate_cmd(
     from marlops.evaluation.baselines import HMMRegimeClassifier, hmm_policy
     from marlops.evaluation.goals import check_goals
     from marlops.evaluation.held_out import check_seeds, evaluate_team_held_out
+    from marlops.evaluation.runner import MIN_TRAIN_DAYS
     from marlops.training.market import load_team
 
     def _seeds(text: str, what: str) -> list[int]:
@@ -631,7 +632,10 @@ def evaluate_cmd(
         policies = {**baselines, "team": team, "team_no_risk": team.without_risk()}
         try:
             full = market_data_from_dataset(MarketDataset.load(data))
-            splits = walk_forward_splits(len(full), folds)
+            # a week of the market's own trading days, not of 5-minute bars
+            splits = walk_forward_splits(
+                len(full), folds, min_train=round(MIN_TRAIN_DAYS * full.clock.bars_per_day)
+            )
         except (FileNotFoundError, ValueError) as e:
             err_console.print(f"[red]error[/red] --data {data}: {e}")
             raise typer.Exit(2) from None
@@ -680,7 +684,8 @@ def _print_evaluation(result: EvaluationResult) -> None:
         goals.add_column(col)
     for row in goal_table(result.goals):
         color = {"pass": "green", "fail": "red"}.get(row.status, "yellow")
-        goals.add_row(row.figure, row.measured, row.goal, f"[{color}]{row.status}[/{color}]")
+        why = f" — {row.reason}" if row.reason else ""
+        goals.add_row(row.figure, row.measured, row.goal, f"[{color}]{row.status}[/{color}]{why}")
     console.print(goals)
     for goal, v in result.goals.items():
         if isinstance(v, dict) and "status" in v:

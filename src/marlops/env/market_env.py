@@ -29,6 +29,7 @@ from marlops.agents.decision import BatchInputs, RiskLimits, decide_batch
 from marlops.agents.hub import ConsensusConfig
 from marlops.agents.types import PORTFOLIO_FEATURES, STRUCTURE_BIAS_LEVELS
 from marlops.market import indicators as ind
+from marlops.market.calendar import BarClock, bar_clock
 from marlops.market.dataset import MarketDataset
 from marlops.market.feed import FeatureSet
 from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL, ready_mask
@@ -68,6 +69,9 @@ class MarketData:
     slow_step: np.ndarray  # (T,) base bar t closes a higher bar
     regime_label: np.ndarray  # (T,) true regime (synthetic data) or -1
     warm_from: int  # first base index whose three matrices are all ready
+    # bars per trading day / per year, measured on the whole history (a slice keeps its market's clock:
+    # a 3-day fold has no calendar of its own to measure)
+    clock: BarClock
 
     @classmethod
     def from_features(cls, fs: FeatureSet, labels: np.ndarray | None = None) -> MarketData:
@@ -94,6 +98,7 @@ class MarketData:
             slow_step=slow_step,
             regime_label=np.asarray(labels, np.int64) if labels is not None else np.full(len(close), -1),
             warm_from=warm,
+            clock=bar_clock(b_end.astype(np.int64)),
         )
 
     def __len__(self) -> int:

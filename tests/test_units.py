@@ -1,0 +1,130 @@
+"""Figures in the data's own units: the bar clock (timeframe and calendar), equity-relative limits,
+per-dataset costs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from marlops.agents.types import TacticalAction
+from marlops.env.market_env import synthetic_market_data
+from marlops.evaluation.intervals import compute_intervals
+from marlops.evaluation.runner import EpisodeRecord, EvaluationResult, episode_metrics, slice_market
+from marlops.market.calendar import DAY_NS, REFERENCE_CLOCK, BarClock, bar_clock
+
+HOUR_NS = 3_600 * 10**9
+MONDAY = np.datetime64("2024-01-01T00:00", "ns").astype(np.int64)  # a Monday
+
+
+def _weekday_hours(weeks: int, start_ns: int = int(MONDAY), first_hour: int = 0) -> np.ndarray:
+    """Bar ends of hourly bars, Monday 00:00 to Friday 24:00 UTC, no weekend bars."""
+    ends = []
+    for w in range(weeks):
+        for d in range(5):
+            day0 = start_ns + (7 * w + d) * DAY_NS
+            ends += [day0 + (h + 1) * HOUR_NS for h in range(24)]
+    return np.asarray(ends[first_hour:], np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# the clock
+
+
+def test_hourly_bars_with_weekend_gaps_have_24_a_day_and_5_days_a_week() -> None:
+    clock = bar_clock(_weekday_hours(8))
+    assert clock.bars_per_day == 24.0
+    assert clock.bars_per_year == pytest.approx(24 * 5 * 365 / 7)  # 6,257.1: 260.7 trading days
+    assert clock.days_per_year == pytest.approx(5 * 365 / 7)
+    # a start mid-week and mid-day changes nothing: the window is whole weeks from the first bar
+    later = bar_clock(_weekday_hours(9)[24 * 2 + 7 :])
+    assert later.bars_per_year == pytest.approx(clock.bars_per_year) and later.bars_per_day == 24.0
+    # FX hours: Sunday 22:00 to Friday 22:00 — Sunday's two bars do not make a trading day
+    fx = [
+        int(MONDAY) - 2 * HOUR_NS + k * HOUR_NS + HOUR_NS
+        for w in range(6)
+        for k in range(7 * w * 24, 7 * w * 24 + 120)
+    ]
+    fx_clock = bar_clock(np.asarray(fx, np.int64))
+    assert fx_clock.bars_per_day == 24.0
+    assert fx_clock.bars_per_year == pytest.approx(24 * 5 * 365 / 7)
+
+
+def test_a_complete_24_7_history_is_exactly_the_reference_clock() -> None:
+    five = 300 * 10**9
+    assert bar_clock(int(MONDAY) + five * np.arange(1, 288 * 30 + 1)) == REFERENCE_CLOCK  # exact, no rounding
+    assert bar_clock(int(MONDAY) + five * np.arange(1, 288 * 3 + 1)) == REFERENCE_CLOCK  # under a week
+    hourly = bar_clock(int(MONDAY) + HOUR_NS * np.arange(1, 24 * 40))
+    assert hourly == BarClock(24.0, 24.0 * 365)
+    assert bar_clock(np.zeros(1, np.int64)) == REFERENCE_CLOCK  # one bar has no calendar
+    with pytest.raises(ValueError, match="end_ns"):
+        bar_clock(np.array([3, 2, 1]))
+    with pytest.raises(ValueError, match="bars_per_day"):
+        BarClock(0.0, 1.0)
+
+
+def test_the_synthetic_market_keeps_the_reference_clock_and_a_slice_keeps_its_markets() -> None:
+    data = synthetic_market_data(seed=12, days=7)
+    assert data.clock == REFERENCE_CLOCK
+    assert slice_market(data, 100, 400).clock == REFERENCE_CLOCK  # 300 bars have no calendar of their own
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics on the clock: an hourly market with weekend gaps, by hand
+
+
+def _hourly_record(weeks: int = 4) -> EpisodeRecord:
+    end = _weekday_hours(weeks)
+    n = len(end)
+    rng = np.random.default_rng(3)
+    r = 0.001 + 0.004 * rng.standard_normal(n)
+    equity = 1e5 * np.r_[1.0, np.cumprod(1 + r)]
+    price = np.full(n + 1, 1.2)
+    position = np.where(np.arange(n) % 10 < 5, 50_000.0, 0.0)  # in and out every 5 bars
+    traded = np.diff(np.r_[0.0, position])
+    zeros = np.zeros(n, np.int64)
+    return EpisodeRecord(
+        "fx", "p", True, 0, price, equity, position, traded, np.zeros(n), zeros, np.zeros(n),
+        np.full(n, int(TacticalAction.HOLD)), zeros, np.full(n, -1), np.full(n, -1), np.zeros(n, bool),
+        (end - 1) // DAY_NS, bar_clock(end), end,
+    )  # fmt: skip
+
+
+def test_sharpe_days_and_turnover_of_hourly_bars_with_weekend_gaps_by_hand() -> None:
+    rec = _hourly_record(weeks=4)
+    met = episode_metrics(rec)
+    n = rec.n_steps
+    assert n == 4 * 5 * 24
+    r = rec.equity[1:] / rec.equity[:-1] - 1
+    bars_per_year = 24 * 5 * 365 / 7  # 24 bars a trading day, 5 trading days a week
+    assert met["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(bars_per_year))
+    assert met["days"] == pytest.approx(20.0)  # four weeks of five trading days, not 480 / 288 = 1.67
+    notional = np.sum(np.abs(rec.traded) * 1.2)
+    assert met["turnover_per_day"] == pytest.approx(notional / rec.equity.mean() / 20.0)
+    years = n / bars_per_year
+    assert met["annualized_return"] == pytest.approx((rec.equity[-1] / 1e5) ** (1 / years) - 1)
+    # what the 5-minute 24/7 assumption reported: Sharpe √(105,120 / 6,257) ≈ 4.1× too high, turnover 12×
+    old = episode_metrics(dataclasses.replace(rec, clock=REFERENCE_CLOCK))
+    assert old["sharpe"] / met["sharpe"] == pytest.approx(math.sqrt(288 * 365 / bars_per_year))
+    assert old["turnover_per_day"] / met["turnover_per_day"] == pytest.approx(12.0)
+
+
+def test_daily_sharpe_intervals_annualise_by_the_markets_trading_days() -> None:
+    rec = _hourly_record(weeks=6)
+    res = EvaluationResult(["fx"], ["p"])
+    res.records[("fx", "p", True)] = rec
+    res.metrics[("fx", "p", True)] = episode_metrics(rec)
+    iv = compute_intervals(res, team="p")
+    assert iv.config.days_per_year == pytest.approx(5 * 365 / 7)
+    daily = iv.daily_returns["p"]["fx"]
+    assert len(daily) == 30  # one per trading day: weekends have no bars, so no day
+    want = daily.mean() / daily.std(ddof=1) * math.sqrt(5 * 365 / 7)
+    assert iv.policies["p"].sharpe.point == pytest.approx(want)
+    assert iv.policies["p"].round_trips_per_day.point == pytest.approx(rec.n_steps / 10 / 30, rel=0.05)
+    other = dataclasses.replace(rec, market="crypto", clock=REFERENCE_CLOCK)
+    res.markets.append("crypto")
+    res.records[("crypto", "p", True)] = other
+    with pytest.raises(ValueError, match="days_per_year"):
+        compute_intervals(res, team="p")
