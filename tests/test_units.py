@@ -128,3 +128,83 @@ def test_daily_sharpe_intervals_annualise_by_the_markets_trading_days() -> None:
     res.records[("crypto", "p", True)] = other
     with pytest.raises(ValueError, match="days_per_year"):
         compute_intervals(res, team="p")
+
+
+# --------------------------------------------------------------------------------------------------
+# risk limits relative to equity
+
+
+def _full_entry(price: float, limits):
+    """An entry sized far beyond every limit (a tiny ATR stop), at 100,000 equity."""
+    from marlops.agents.decision import DecisionInputs, Portfolio, decide
+    from marlops.agents.hub import ConsensusConfig, ConsensusRule
+    from marlops.agents.types import MESSAGE_DIM, TacticalOutput
+
+    pf = Portfolio()
+    pf.roll_day(0, price)
+    probs = np.zeros(5, np.float32)
+    probs[int(TacticalAction.ENTER_LONG)] = 1.0
+    tac = TacticalOutput(probs, 0.0, np.zeros(MESSAGE_DIM, np.float32))
+    inp = DecisionInputs(price, price * 1e-6, tac, None, None)
+    return pf, decide(inp, pf, limits, consensus=ConsensusConfig(ConsensusRule.NONE))
+
+
+@pytest.mark.parametrize("max_position_equity", [0.5, 2.0])
+def test_the_same_limits_mean_the_same_equity_fraction_on_any_instrument(max_position_equity: float) -> None:
+    from marlops.agents.decision import BatchInputs, RiskLimits, decide_batch
+    from marlops.agents.hub import ConsensusConfig, ConsensusRule
+
+    limits = RiskLimits(max_position_equity=max_position_equity, max_leverage=5.0)
+    fractions, features = [], []
+    for price in (1.2, 1_800.0):
+        pf, d = _full_entry(price, limits)
+        fractions.append(abs(d.target) * price / pf.equity(price))
+        assert "limit:max_position_equity" in d.overrides  # (the proposal broke max_leverage too)
+        pf.fill(d.target, price)
+        features.append(pf.state_vector(price, limits)[0])  # the risk agent's "position" feature
+        one = np.ones(1)
+        vec = decide_batch(
+            BatchInputs(
+                np.array([price]), one * price * 1e-6, np.array([int(TacticalAction.ENTER_LONG)]), one,
+                np.zeros(1, bool), 0 * one, 0 * one, -one.astype(int), np.zeros(1, bool), 0 * one,
+                one * 1e5, one * 1e5, np.zeros(1, bool), one * np.nan, one * np.nan,
+            ),
+            limits,
+            ConsensusConfig(ConsensusRule.NONE),
+        )  # fmt: skip
+        assert vec.target[0] == pytest.approx(d.target, rel=1e-12)
+    assert fractions == pytest.approx([max_position_equity] * 2, rel=1e-9)
+    assert features == pytest.approx([1.0, 1.0], rel=1e-9)
+    # the former unit limit, kept as an optional cap: 2,000 units is 2.4 % of equity at 1.2, 36x at 1,800
+    capped = RiskLimits(max_position_equity=50.0, max_leverage=50.0, max_position=2_000.0)
+    for price, frac in ((1.2, 0.024), (1_800.0, 36.0)):
+        pf, d = _full_entry(price, capped)
+        assert abs(d.target) * price / 1e5 == pytest.approx(frac, rel=1e-9)
+        assert "limit:max_position" in d.overrides
+
+
+def test_the_default_limits_are_what_2000_units_meant_on_the_reference_market() -> None:
+    from marlops.agents.decision import RiskLimits, position_cap
+
+    lim = RiskLimits()
+    assert (lim.max_position, lim.max_exposure) == (None, None)  # unit and currency caps are off
+    assert position_cap(100.0, 100_000.0, lim) == pytest.approx(2_000.0)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("max_position_equity", -1.0),
+        ("max_position_equity", math.nan),
+        ("max_position_equity", 0.0),
+        ("max_leverage", math.inf),
+        ("max_position", 0.0),
+        ("max_exposure", -5.0),
+        ("max_exposure", math.nan),
+    ],
+)
+def test_bad_limits_name_the_field(field: str, value: float) -> None:
+    from marlops.agents.decision import RiskLimits
+
+    with pytest.raises(ValueError, match=f"^{field}: must be finite and > 0"):
+        RiskLimits(**{field: value})

@@ -241,12 +241,15 @@ def decide_cmd(
         str, typer.Option(help="Column mapping of a tick file, e.g. 'ts=time,price=px'.")
     ] = "",
     tz: Annotated[str, typer.Option(help="Time zone of a tick file's timestamps without an offset.")] = "UTC",
-    max_position: Annotated[
-        float, typer.Option(help="Hard limit: units either side.")
-    ] = RiskLimits.max_position,
+    max_position_equity: Annotated[
+        float, typer.Option(help="Hard limit: |position| × price / equity, either side.")
+    ] = RiskLimits.max_position_equity,
     max_leverage: Annotated[
         float, typer.Option(help="Hard limit: gross notional / equity.")
     ] = RiskLimits.max_leverage,
+    max_position: Annotated[
+        float | None, typer.Option(help="Optional hard cap in instrument units, either side (default: none).")
+    ] = None,
     kill_switch: Annotated[bool, typer.Option(help="Flatten and trade nothing.")] = False,
     url: Annotated[
         str | None,
@@ -271,7 +274,12 @@ def decide_cmd(
             ticks = ds.ticks
         else:
             ticks = read_ticks(replay, ColumnMap.parse(columns) if columns else ColumnMap(), tz=tz)
-        limits = RiskLimits(max_position=max_position, max_leverage=max_leverage, kill_switch=kill_switch)
+        limits = RiskLimits(
+            max_position_equity=max_position_equity,
+            max_leverage=max_leverage,
+            max_position=max_position,
+            kill_switch=kill_switch,
+        )
     except (DataFileError, ValueError, FileNotFoundError) as err:
         err_console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err

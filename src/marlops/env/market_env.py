@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from marlops.agents.decision import BatchInputs, RiskLimits, decide_batch
+from marlops.agents.decision import EXPOSURE_FEATURE_SCALE, BatchInputs, RiskLimits, decide_batch
 from marlops.agents.hub import ConsensusConfig
 from marlops.agents.types import PORTFOLIO_FEATURES, STRUCTURE_BIAS_LEVELS
 from marlops.market import indicators as ind
@@ -205,11 +205,11 @@ class VecMarketEnv:
                 0.0,
             )
         cols = (
-            self.position / lim.max_position,
+            np.where(eq > 0, self.position * price / safe / lim.max_position_equity, 0.0),
             np.where(eq > 0, self.position * (price - self.avg_price) / safe, -1.0),
             (eq - self.day_start_equity) / self.day_start_equity,
             np.where(eq > 0, notional / safe / lim.max_leverage, 1.0),
-            notional / lim.max_exposure,
+            notional / (EXPOSURE_FEATURE_SCALE * self.cfg.initial_equity),
             np.minimum(self.bars_in_position / 288.0, 1.0),
             np.where(self.peak > 0, (self.peak - eq) / self.peak, 1.0),
             stop,
