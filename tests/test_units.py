@@ -208,3 +208,41 @@ def test_bad_limits_name_the_field(field: str, value: float) -> None:
 
     with pytest.raises(ValueError, match=f"^{field}: must be finite and > 0"):
         RiskLimits(**{field: value})
+
+
+# --------------------------------------------------------------------------------------------------
+# costs per dataset
+
+
+def test_costs_come_from_the_datasets_meta_or_stay_the_defaults(tmp_path) -> None:
+    from marlops.env.market_env import EnvConfig, VecMarketEnv, costs_from_meta, env_config_for_dataset
+    from marlops.market.dataset import MarketDataset, dataset_from_ticks
+    from marlops.market.feed import FeedConfig
+    from marlops.market.synthetic import generate_market
+
+    default = EnvConfig()
+    assert costs_from_meta({}, 100.0) == default  # nothing recorded: today's costs
+    cfg = costs_from_meta({"commission_bps": 0.5, "spread_bps": 0.8}, 1.1)
+    assert (cfg.commission_bps, cfg.half_spread_bps) == (0.5, 0.4)
+    # a coarse tick floors the spread: 0.5 on a 2,000-priced instrument is 2.5 bps, above the default 2
+    assert costs_from_meta({"tick_size": 0.5}, 2_000.0).half_spread_bps == pytest.approx(1.25)
+    assert costs_from_meta({"tick_size": 1e-5}, 1.1) == default  # a fine tick changes nothing
+    for key, bad in (("commission_bps", -1), ("spread_bps", "2"), ("tick_size", math.nan)):
+        with pytest.raises(ValueError, match=f"^{key}: meta.json"):
+            costs_from_meta({key: bad}, 100.0)
+
+    m = generate_market(days=2, seed=3)
+    meta = {"source": "import", "commission_bps": 0.25, "spread_bps": 1.0, "tick_size": 0.01}
+    ds_path = dataset_from_ticks(tmp_path / "ds", m.ticks, FeedConfig(), meta).path
+    ds = MarketDataset.load(ds_path)
+    cfg = env_config_for_dataset(ds)
+    assert (cfg.commission_bps, cfg.half_spread_bps) == (0.25, 0.5)  # a 0.01 tick at ~100 is 1 bp: no floor
+    # the environment charges them: (commission + half spread) on the traded notional, plus impact
+    from marlops.env.market_env import market_data_from_dataset
+
+    data = market_data_from_dataset(ds)
+    env = VecMarketEnv.__new__(VecMarketEnv)
+    env.data, env.cfg = data, dataclasses.replace(cfg, slippage_coef=0.0)
+    t = np.array([len(data) - 1])
+    cost = env._costs(np.array([10.0]), data.close[t], t)
+    assert cost[0] == pytest.approx(10.0 * data.close[t][0] * 0.75e-4)

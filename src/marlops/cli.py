@@ -599,6 +599,7 @@ def evaluate_cmd(
     """Evaluate the trained team against the baselines — buy-and-hold, random, momentum, an HMM regime
     classifier driving the momentum rule, the oracle that knows the true regime, and the team without its
     risk agent — with and without costs; write an HTML report with plots and a JSON of every figure."""
+    from marlops.env.market_env import env_config_for_dataset
     from marlops.evaluation import (
         default_baselines,
         evaluate_walk_forward,
@@ -639,7 +640,9 @@ def evaluate_cmd(
         baselines = default_baselines([synthetic_market_data(s, days) for s in fit])
         policies = {**baselines, "team": team, "team_no_risk": team.without_risk()}
         try:
-            full = market_data_from_dataset(MarketDataset.load(data))
+            dataset = MarketDataset.load(data)
+            full = market_data_from_dataset(dataset)
+            env_config = env_config_for_dataset(dataset)  # the instrument's own costs, if meta.json has them
             # a week of the market's own trading days, not of 5-minute bars
             splits = walk_forward_splits(
                 len(full), folds, min_train=round(MIN_TRAIN_DAYS * full.clock.bars_per_day)
@@ -651,7 +654,7 @@ def evaluate_cmd(
         wf["hmm_momentum"] = lambda train: hmm_policy(HMMRegimeClassifier().fit(train))
         if (full.regime_label >= 0).any():
             wf["oracle"] = baselines["oracle"]
-        result = evaluate_walk_forward(full, splits, wf, market=data.name)
+        result = evaluate_walk_forward(full, splits, wf, env_config=env_config, market=data.name)
         result.goals = check_goals(result)
         write_report(result, out, "team", f"marlops walk-forward evaluation — {data}")
     _print_evaluation(result)
