@@ -40,7 +40,7 @@ from marlops.env.market_env import EnvConfig, MarketData
 from marlops.evaluation.goals import GOAL_KEYS, check_goals, format_interval, goal_table
 from marlops.evaluation.intervals import EvaluationIntervals, IntervalConfig, compute_intervals
 from marlops.evaluation.runner import COST_LABEL, EpisodeRecord, EvaluationResult, evaluate
-from marlops.market.calendar import DAY_NS
+from marlops.market.calendar import DAY_NS, DAYS_PER_YEAR
 from marlops.market.charts import REGIME_COLORS
 
 if TYPE_CHECKING:  # the protocol only types the arguments
@@ -543,7 +543,8 @@ def write_report(
         f"<h2>Goals ({'net of costs' if (result.goals or {}).get('costs', True) else 'without costs'})</h2>"
         "<p>A claim holds only if its interval does. Intervals: "
         f"{method.level:.0%}, paired day-block bootstrap over the held-out markets ({method.n_resamples:,} "
-        f"resamples, seed {method.seed}); Sharpe of daily returns annualized by √{method.days_per_year:g}; "
+        f"resamples, seed {method.seed}); Sharpe of daily returns annualized by "
+        f"√{method.days_per_year or DAYS_PER_YEAR:g} (trading days a year); "
         "max drawdown per market, its interval a Student-t over markets.</p>"
         + (f"<p><b>Note:</b> {html.escape(note)}.</p>" if note else "")
         + _goal_table_html(result.goals)
