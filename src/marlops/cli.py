@@ -661,6 +661,21 @@ def evaluate_cmd(
     console.print(f"[green]done[/green] — {out / 'report.html'}, {out / 'report.json'}")
 
 
+def _print_periods(result: EvaluationResult) -> None:
+    """The dates of every walk-forward fold (what its figures cover), in the market's trading days."""
+    if not result.folds:
+        return
+    from marlops.evaluation.report import market_periods
+
+    table = Table(title="walk-forward folds (UTC)")
+    for col in ("fold", "trained on", "evaluated", "bars", "trading days"):
+        table.add_column(col)
+    for m, p in market_periods(result).items():
+        train = " – ".join(p.get("train", []))
+        table.add_row(m, train, f"{p['from']} – {p['to']}", str(p["bars"]), f"{p['trading_days']:.1f}")
+    console.print(table)
+
+
 def _print_evaluation(result: EvaluationResult) -> None:
     table = Table(title="held-out evaluation, mean over markets (with costs | without costs)")
     cols = {
@@ -686,6 +701,7 @@ def _print_evaluation(result: EvaluationResult) -> None:
         cells = [f(m.get(key), scale) for key, scale in cols.values()]
         table.add_row(name, *cells, f(without_c.get(name, {}).get("sharpe")))
     console.print(table)
+    _print_periods(result)
     if not result.goals:
         return
     from marlops.evaluation.goals import goal_table
