@@ -78,8 +78,9 @@ def scenarios(draw):
     )
     faults = tuple(draw(st.lists(st.sampled_from(["regime:stale", "tactical:nan", "risk:late"]), max_size=2)))
     limits = RiskLimits(
-        max_position=draw(st.floats(1.0, 5_000.0)),
-        max_exposure=draw(st.floats(100.0, 1e6)),
+        max_position_equity=draw(st.floats(0.05, 5.0)),
+        max_position=draw(st.one_of(st.none(), st.floats(1.0, 5_000.0))),
+        max_exposure=draw(st.one_of(st.none(), st.floats(100.0, 1e6))),
         max_leverage=draw(st.floats(0.1, 5.0)),
         max_daily_loss=draw(st.floats(0.001, 0.2)),
         kill_switch=draw(st.booleans()) and draw(st.booleans()),
@@ -99,9 +100,10 @@ def test_no_decision_ever_breaks_a_limit(s) -> None:
     d = decide(inp, pf, limits, CommunicationHub(consensus=ConsensusConfig(rule)))
     t = d.target
     assert math.isfinite(t)
-    assert abs(t) <= limits.max_position
-    assert abs(t) * price <= limits.max_exposure * (1 + 1e-9)
+    assert limits.max_position is None or abs(t) <= limits.max_position
+    assert limits.max_exposure is None or abs(t) * price <= limits.max_exposure * (1 + 1e-9)
     assert abs(t) * price <= max(limits.max_leverage * equity, 0.0) * (1 + 1e-9)
+    assert abs(t) * price <= max(limits.max_position_equity * equity, 0.0) * (1 + 1e-9)
     if limits.kill_switch or daily_breached:
         assert t == 0.0
     if inp.fail_reasons:  # no new exposure: never larger, never on a new side
@@ -254,7 +256,12 @@ def test_stop_loss_exit() -> None:
 
 def test_clamp_reports_which_limit() -> None:
     t, hits = clamp_to_limits(10_000.0, 100.0, 100_000.0, LIMITS)
-    assert t < 400.0 and set(hits) == {"limit:max_position", "limit:max_exposure", "limit:max_leverage"}
+    assert t < 400.0 and set(hits) == {
+        "limit:max_position",
+        "limit:max_exposure",
+        "limit:max_leverage",
+        "limit:max_position_equity",
+    }
     t, hits = clamp_to_limits(-600.0, 10.0, 100_000.0, LIMITS)
     assert -500.0 < t < -499.9 and hits == ["limit:max_position"]
 

@@ -553,3 +553,99 @@ def test_optional_env_keys_are_passed_on(test_data) -> None:
     recs = run_policies(test_data, {"weak": _FailClosed(), "bh": BuyAndHold()}, _no_costs())
     assert (recs["weak"].position == 0).all()
     np.testing.assert_array_equal(recs["bh"].equity, run_policy(test_data, BuyAndHold(), _no_costs()).equity)
+
+
+# --------------------------------------------------------------------------------------------------
+# a report a user can read
+
+
+def test_every_failed_goal_says_why() -> None:
+    g = check_goals(_constructed(bh_edge=-0.0001), buy_and_hold="bh")
+    beat = g["team_beats_baselines"]
+    assert beat["status"] == "fail" and "team" in beat["reason"] and "bh" in beat["reason"]
+    row = next(r for r in goal_table(g) if r.figure == "team Sharpe − bh Sharpe")
+    assert row.status == "fail" and "lower bound" in row.reason and row.verdict.startswith("fail: team ")
+    # two flat policies: "team 0.00 vs bh 0.00 — not higher"
+    flat = _result([_record("m0", "team", np.zeros(5)), _record("m0", "bh", np.zeros(5))])
+    g = check_goals(flat, buy_and_hold="bh")
+    assert g["team_beats_baselines"]["reason"] == "team 0.00 vs bh 0.00 — not higher"
+    rows = {r.figure: r for r in goal_table(g)}
+    assert rows["team Sharpe − bh Sharpe"].verdict == "fail: team 0.00 vs bh 0.00 — not higher"
+    assert "the round trips per day: lower bound 0.00 < 1.00" in g["team_trades"]["reason"]
+    assert rows["team round trips per day"].reason == g["team_trades"]["reason"]
+    assert g["buy_and_hold_trips"]["reason"] == "m0: never entered"
+    risky = check_goals(_constructed(team_mean=0.001), buy_and_hold="bh")["risk_agent"]
+    assert "return cost: upper bound" in risky["reason"] and "> 20%" in risky["reason"]
+    one = check_goals(_constructed(markets=1), buy_and_hold="bh")["risk_agent"]
+    assert "no interval for the drawdown cut" in one["reason"]
+    res = _constructed()
+    for m in res.markets:
+        res.records[(m, "team", True)] = _record(m, "team", np.zeros(20), trips_per_day=2, accuracy=0.8)
+    acc = check_goals(res, buy_and_hold="bh")["regime_accuracy"]
+    assert acc["reason"].startswith("the balanced accuracy: lower bound 0.") and "< 0.850" in acc["reason"]
+    # a pass carries no reason
+    passed = check_goals(_constructed(), buy_and_hold="bh")
+    assert all("reason" not in passed[k] for k in GOAL_KEYS)
+    assert all(r.reason == "" and r.verdict == "pass" for r in goal_table(passed))
+
+
+def test_every_policy_is_visible_over_the_reference_line() -> None:
+    from marlops.evaluation.report import equity_figure
+
+    flat = [_record("m0", p, np.zeros(3)) for p in ("team", "bh", "random")]
+    flat[2].equity[:] = flat[2].equity * np.linspace(1.0, 1.01, len(flat[2].equity))
+    fig = equity_figure(_result(flat), "m0", "team")
+    ax = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    ref = [ln for ln in ax.get_lines() if ln.get_label().startswith("_")]  # the unlabelled 1.0 line
+    assert len(ref) == 1 and all(
+        ref[0].get_zorder() < ln.get_zorder() for ln in lines.values() if ln not in ref
+    )
+    # bh lies on the team's line: dashed, labelled as such and drawn over it; the team over the solid rest
+    assert [ln.get_label() for ln in ax.get_lines()] == ["random", "team", "bh (= team)", ref[0].get_label()]
+    assert lines["bh (= team)"].get_linestyle() == "--" and lines["team"].get_linestyle() == "-"
+
+
+def test_regime_strip_and_confusion_messages_match_the_data() -> None:
+    from marlops.evaluation.report import confusion_message, regimes_figure
+
+    labelled = _record("m0", "team", np.zeros(2), accuracy=0.9)
+    res = _result([labelled])
+    assert "shading: true regime" in regimes_figure(res, "m0").axes[0].get_title()
+    unlabelled = _record("m0", "team", np.zeros(2), accuracy=0.9)
+    unlabelled.regime_label[:] = -1
+    res = _result([unlabelled])
+    title = regimes_figure(res, "m0").axes[0].get_title()
+    assert "shading" not in title and "no regime labels" in title
+    assert res.pooled_confusion("team") is None  # predictions, but nothing to score them against
+    assert "no regime labels" in confusion_message(res, True)
+    assert "No policy predicts" not in confusion_message(res, True)
+    silent = _record("m0", "team", np.zeros(2))
+    assert confusion_message(_result([silent]), True) == "No policy predicts regimes."
+
+
+def test_walk_forward_report_dates_every_fold(tmp_path) -> None:
+    from marlops.evaluation.report import write_report
+
+    data = synthetic_market_data(seed=13, days=12)
+    splits = walk_forward_splits(len(data), 2, test_fraction=0.4)
+    res = evaluate_walk_forward(data, splits, {"bh": BuyAndHold()}, with_costs=(True,), progress=False)
+    write_report(res, tmp_path, team="bh")
+    doc = json.loads((tmp_path / "report.json").read_text())
+    day0 = np.datetime64(int(data.end_ns[0]), "ns")
+    for i, s in enumerate(splits):
+        p = doc["periods"][f"market fold {i}"]
+        rec = res.records[(f"market fold {i}", "bh", True)]
+        assert p["from"] == str(np.datetime64(int(rec.end_ns[0]), "ns").astype("datetime64[m]")).replace(
+            "T", " "
+        )
+        assert p["bars"] == rec.n_steps and p["trading_days"] == pytest.approx(rec.n_steps / 288)
+        assert p["train"][0] == str(day0.astype("datetime64[m]")).replace("T", " ")
+        assert p["train"][1] == _utc_minutes(data.end_ns[s.train[1] - 1])
+    page = (tmp_path / "report.html").read_text()
+    assert "trained on (UTC)" in page and doc["periods"]["market fold 1"]["to"] in page
+    assert "288 bars a trading day" in page
+
+
+def _utc_minutes(ns: int) -> str:
+    return str(np.datetime64(int(ns), "ns").astype("datetime64[m]")).replace("T", " ")

@@ -301,12 +301,15 @@ def decide_cmd(
         str, typer.Option(help="Column mapping of a tick file, e.g. 'ts=time,price=px'.")
     ] = "",
     tz: Annotated[str, typer.Option(help="Time zone of a tick file's timestamps without an offset.")] = "UTC",
-    max_position: Annotated[
-        float, typer.Option(help="Hard limit: units either side.")
-    ] = RiskLimits.max_position,
+    max_position_equity: Annotated[
+        float, typer.Option(help="Hard limit: |position| × price / equity, either side.")
+    ] = RiskLimits.max_position_equity,
     max_leverage: Annotated[
         float, typer.Option(help="Hard limit: gross notional / equity.")
     ] = RiskLimits.max_leverage,
+    max_position: Annotated[
+        float | None, typer.Option(help="Optional hard cap in instrument units, either side (default: none).")
+    ] = None,
     kill_switch: Annotated[bool, typer.Option(help="Flatten and trade nothing.")] = False,
     url: Annotated[
         str | None,
@@ -331,7 +334,12 @@ def decide_cmd(
             ticks = ds.ticks
         else:
             ticks = read_ticks(replay, ColumnMap.parse(columns) if columns else ColumnMap(), tz=tz)
-        limits = RiskLimits(max_position=max_position, max_leverage=max_leverage, kill_switch=kill_switch)
+        limits = RiskLimits(
+            max_position_equity=max_position_equity,
+            max_leverage=max_leverage,
+            max_position=max_position,
+            kill_switch=kill_switch,
+        )
     except (DataFileError, ValueError, FileNotFoundError) as err:
         err_console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
@@ -651,6 +659,7 @@ def evaluate_cmd(
     """Evaluate the trained team against the baselines — buy-and-hold, random, momentum, an HMM regime
     classifier driving the momentum rule, the oracle that knows the true regime, and the team without its
     risk agent — with and without costs; write an HTML report with plots and a JSON of every figure."""
+    from marlops.env.market_env import env_config_for_dataset
     from marlops.evaluation import (
         default_baselines,
         evaluate_walk_forward,
@@ -662,6 +671,7 @@ def evaluate_cmd(
     from marlops.evaluation.baselines import HMMRegimeClassifier, hmm_policy
     from marlops.evaluation.goals import check_goals
     from marlops.evaluation.held_out import check_seeds, evaluate_team_held_out
+    from marlops.evaluation.runner import MIN_TRAIN_DAYS
     from marlops.training.market import load_team
 
     def _seeds(text: str, what: str) -> list[int]:
@@ -690,8 +700,13 @@ def evaluate_cmd(
         baselines = default_baselines([synthetic_market_data(s, days) for s in fit])
         policies = {**baselines, "team": team, "team_no_risk": team.without_risk()}
         try:
-            full = market_data_from_dataset(MarketDataset.load(data))
-            splits = walk_forward_splits(len(full), folds)
+            dataset = MarketDataset.load(data)
+            full = market_data_from_dataset(dataset)
+            env_config = env_config_for_dataset(dataset)  # the instrument's own costs, if meta.json has them
+            # a week of the market's own trading days, not of 5-minute bars
+            splits = walk_forward_splits(
+                len(full), folds, min_train=round(MIN_TRAIN_DAYS * full.clock.bars_per_day)
+            )
         except (FileNotFoundError, ValueError) as e:
             err_console.print(f"[red]error[/red] --data {data}: {e}")
             raise typer.Exit(2) from None
@@ -699,11 +714,26 @@ def evaluate_cmd(
         wf["hmm_momentum"] = lambda train: hmm_policy(HMMRegimeClassifier().fit(train))
         if (full.regime_label >= 0).any():
             wf["oracle"] = baselines["oracle"]
-        result = evaluate_walk_forward(full, splits, wf, market=data.name)
+        result = evaluate_walk_forward(full, splits, wf, env_config=env_config, market=data.name)
         result.goals = check_goals(result)
         write_report(result, out, "team", f"marlops walk-forward evaluation — {data}")
     _print_evaluation(result)
     console.print(f"[green]done[/green] — {out / 'report.html'}, {out / 'report.json'}")
+
+
+def _print_periods(result: EvaluationResult) -> None:
+    """The dates of every walk-forward fold (what its figures cover), in the market's trading days."""
+    if not result.folds:
+        return
+    from marlops.evaluation.report import market_periods
+
+    table = Table(title="walk-forward folds (UTC)")
+    for col in ("fold", "trained on", "evaluated", "bars", "trading days"):
+        table.add_column(col)
+    for m, p in market_periods(result).items():
+        train = " – ".join(p.get("train", []))
+        table.add_row(m, train, f"{p['from']} – {p['to']}", str(p["bars"]), f"{p['trading_days']:.1f}")
+    console.print(table)
 
 
 def _print_evaluation(result: EvaluationResult) -> None:
@@ -731,6 +761,7 @@ def _print_evaluation(result: EvaluationResult) -> None:
         cells = [f(m.get(key), scale) for key, scale in cols.values()]
         table.add_row(name, *cells, f(without_c.get(name, {}).get("sharpe")))
     console.print(table)
+    _print_periods(result)
     if not result.goals:
         return
     from marlops.evaluation.goals import goal_table
@@ -740,7 +771,8 @@ def _print_evaluation(result: EvaluationResult) -> None:
         goals.add_column(col)
     for row in goal_table(result.goals):
         color = {"pass": "green", "fail": "red"}.get(row.status, "yellow")
-        goals.add_row(row.figure, row.measured, row.goal, f"[{color}]{row.status}[/{color}]")
+        why = f" — {row.reason}" if row.reason else ""
+        goals.add_row(row.figure, row.measured, row.goal, f"[{color}]{row.status}[/{color}]{why}")
     console.print(goals)
     for goal, v in result.goals.items():
         if isinstance(v, dict) and "status" in v:

@@ -14,7 +14,12 @@ Order of the gates (later ones win):
    stop loss and take profit set at entry;
 4. fail closed (a missing, stale, NaN or late agent output): no new exposure, exits still allowed;
 5. max daily loss: flatten and no entries for the rest of the day; kill switch: flatten, nothing else;
-6. hard limits clamp the target: max position, max exposure (notional), max leverage.
+6. hard limits clamp the target: the position's notional and the gross notional relative to equity
+   (``max_position_equity``, ``max_leverage``), then the optional unit and currency caps.
+
+Limits are relative to equity so that one config means one risk on any instrument: 2,000 units were 2x
+equity on the ~100-priced reference market, 2.4 % of it on a 1.2-priced FX pair and 36x on a 1,800-priced
+one; ``max_position_equity = 2`` is 2x equity on all three.
 """
 
 from __future__ import annotations
@@ -34,14 +39,29 @@ from marlops.agents.types import (
     TacticalOutput,
 )
 
+# The risk agent's "exposure" feature reads the gross notional over this many times the starting equity:
+# 2.5 x 100,000 = 250,000, the former currency max_exposure default, so that trained risk agents read the
+# same values on the reference market whatever optional currency cap (or none) a user sets.
+EXPOSURE_FEATURE_SCALE = 2.5
+
 
 @dataclass(frozen=True)
 class RiskLimits:
-    """Hard limits that hold whatever the networks output."""
+    """Hard limits that hold whatever the networks output.
 
-    max_position: float = 2_000.0  # units of the instrument, either side
-    max_exposure: float = 250_000.0  # gross notional, currency
+    The limits a risk desk sets are relative to equity: ``max_position_equity`` caps the instrument's
+    position notional ``|position| × price / equity`` and ``max_leverage`` the book's gross notional over
+    equity (with one instrument they coincide; both are kept so a desk's two numbers map one to one). The
+    defaults, 2x and 2x, are what 2,000 units meant on the ~100-priced reference market at 100,000 equity;
+    entries are sized by ``risk_per_trade`` at the ATR stop (~0.5-1x equity there) and rarely reach them.
+    ``max_position`` (instrument units) and ``max_exposure`` (currency) are optional absolute caps on top,
+    ``None`` = off.
+    """
+
+    max_position_equity: float = 2.0  # |position| × price / equity, either side
     max_leverage: float = 2.0  # gross notional / equity
+    max_position: float | None = None  # optional: units of the instrument, either side
+    max_exposure: float | None = None  # optional: gross notional, currency
     max_daily_loss: float = 0.03  # fraction of the day's starting equity; beyond it: flat, no entries
     kill_switch: bool = False  # flat, and nothing else
     risk_per_trade: float = 0.01  # equity fraction put at risk by a full-size entry (to the stop)
@@ -53,9 +73,12 @@ class RiskLimits:
     modify_size_factor: float = 0.5  # the risk agent's modify_size scales an entry by this
 
     def __post_init__(self) -> None:
+        for name in ("max_position", "max_exposure"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}: must be finite and > 0, or None (no cap), got {v!r}")
         for name in (
-            "max_position",
-            "max_exposure",
+            "max_position_equity",
             "max_leverage",
             "max_daily_loss",
             "risk_per_trade",
@@ -63,7 +86,7 @@ class RiskLimits:
             "take_profit_atr",
         ):
             v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name}: must be finite and > 0, got {v!r}")
         if not 0.0 <= self.modify_size_factor <= 1.0:
             raise ValueError(f"modify_size_factor: must be in [0, 1], got {self.modify_size_factor!r}")
@@ -130,11 +153,11 @@ class Portfolio:
         if self.position and self.stop_loss:
             stop = math.copysign((price - self.stop_loss) / price, self.position)
         v = (
-            self.position / limits.max_position,
+            self.position * price / eq / limits.max_position_equity if eq > 0 else 0.0,
             upnl / eq if eq > 0 else -1.0,
             (eq - self.day_start_equity) / self.day_start_equity if self.day_start_equity > 0 else -1.0,
             notional / eq / limits.max_leverage if eq > 0 else 1.0,
-            notional / limits.max_exposure,
+            notional / (EXPOSURE_FEATURE_SCALE * self.equity_start),
             min(self.bars_in_position / 288.0, 1.0),
             (self.peak_equity - eq) / self.peak_equity if self.peak_equity > 0 else 1.0,
             stop,
@@ -175,28 +198,36 @@ def _no_new_exposure(current: float, target: float) -> float:
     return target
 
 
+def unit_caps(price: float, equity: float, limits: RiskLimits) -> dict[str, float]:
+    """Each hard limit as a cap on |position| in units at this price and equity (no equity: 0)."""
+    eq = max(equity, 0.0)
+    caps = {
+        "max_position_equity": limits.max_position_equity * eq / price,
+        "max_leverage": limits.max_leverage * eq / price,
+    }
+    if limits.max_position is not None:
+        caps["max_position"] = limits.max_position
+    if limits.max_exposure is not None:
+        caps["max_exposure"] = limits.max_exposure / price
+    return caps
+
+
+def position_cap(price: float, equity: float, limits: RiskLimits) -> float:
+    """The largest |position| (units) every hard limit allows at this price and equity."""
+    return min(unit_caps(price, equity, limits).values())
+
+
 def clamp_to_limits(
     target: float, price: float, equity: float, limits: RiskLimits
 ) -> tuple[float, list[str]]:
     """The largest |target| (same sign) that respects every hard limit, and which limits bit."""
-    hits: list[str] = []
-    cap = limits.max_position
-    by_exposure = limits.max_exposure / price
-    by_leverage = limits.max_leverage * equity / price if equity > 0 else 0.0
-    if by_exposure < cap:
-        cap = by_exposure
-    if by_leverage < cap:
-        cap = by_leverage
-    if abs(target) > cap:
-        if abs(target) > limits.max_position:
-            hits.append("limit:max_position")
-        if abs(target) > by_exposure:
-            hits.append("limit:max_exposure")
-        if abs(target) > by_leverage:
-            hits.append("limit:max_leverage")
-        # shave a hair so rounding of cap × price cannot land a ulp above the limit
-        target = math.copysign(cap * (1.0 - 1e-12), target)
-    return target, hits
+    caps = unit_caps(price, equity, limits)
+    cap = min(caps.values())
+    if abs(target) <= cap:
+        return target, []
+    hits = [f"limit:{name}" for name, c in caps.items() if abs(target) > c]
+    # shave a hair so rounding of cap × price cannot land a ulp above the limit
+    return math.copysign(cap * (1.0 - 1e-12), target), hits
 
 
 def decide(
@@ -402,10 +433,13 @@ def decide_batch(
     if limits.kill_switch:
         target = np.zeros_like(target)
 
-    # 6. hard limits
-    with np.errstate(divide="ignore"):
-        cap = np.minimum(limits.max_position, limits.max_exposure / price)
-        cap = np.minimum(cap, np.where(equity > 0, limits.max_leverage * equity / price, 0.0))
+    # 6. hard limits (as in unit_caps)
+    eq = np.maximum(equity, 0.0)
+    cap = np.minimum(limits.max_position_equity, limits.max_leverage) * eq / price
+    if limits.max_position is not None:
+        cap = np.minimum(cap, limits.max_position)
+    if limits.max_exposure is not None:
+        cap = np.minimum(cap, limits.max_exposure / price)
     target = np.where(np.abs(target) > cap, np.copysign(cap * (1.0 - 1e-12), target), target)
 
     new_side = (target != 0.0) & (target * cur <= 0)

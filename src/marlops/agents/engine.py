@@ -24,7 +24,7 @@ from typing import IO, Protocol
 
 import numpy as np
 
-from marlops.agents.decision import DecisionInputs, Portfolio, RiskLimits, decide
+from marlops.agents.decision import DecisionInputs, Portfolio, RiskLimits, decide, position_cap
 from marlops.agents.hub import CommunicationHub, ConsensusConfig, Message
 from marlops.agents.types import (
     PROPOSAL_DIM,
@@ -93,7 +93,7 @@ class TradeDecision:
     risk_capital: float
     stop_loss: float | None
     take_profit: float | None
-    max_exposure: float
+    max_exposure: float  # the gross notional (currency) every hard limit allows at this price and equity
     risk_action: str | None
     overrides: tuple[str, ...]
     fail_closed: bool
@@ -179,7 +179,7 @@ def decide_and_fill(
         risk_capital=core.risk_capital,
         stop_loss=core.stop_loss,
         take_profit=core.take_profit,
-        max_exposure=limits.max_exposure,
+        max_exposure=position_cap(price, equity, limits) * price,  # the gross notional the limits allow now
         risk_action=risk.action.name.lower() if risk is not None else None,
         overrides=core.overrides,
         fail_closed=bool(faults),

@@ -35,11 +35,11 @@ STRUCTURE_BIAS_LEVELS: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
 # Portfolio state fed to the risk agent (and the environment's observation), in this order.
 PORTFOLIO_FEATURES: tuple[str, ...] = (
-    "position",  # signed position / max position, in [-1, 1]
+    "position",  # signed position notional / equity / max_position_equity, in [-1, 1]
     "unrealized_pnl",  # unrealized PnL / equity
     "daily_pnl",  # today's realized + unrealized PnL / equity at the day's start
     "leverage",  # gross notional / equity / max leverage
-    "exposure",  # gross notional / max exposure
+    "exposure",  # gross notional / (EXPOSURE_FEATURE_SCALE × starting equity)
     "time_in_position",  # bars held / 288, capped at 1
     "drawdown",  # equity drawdown from its peak, >= 0
     "stop_distance",  # (price - stop) / price, signed with the position; 0 when flat

@@ -19,16 +19,18 @@ Team reward per step (shared by all agents; documented in docs/environment.md):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from marlops.agents.decision import BatchInputs, RiskLimits, decide_batch
+from marlops.agents.decision import EXPOSURE_FEATURE_SCALE, BatchInputs, RiskLimits, decide_batch
 from marlops.agents.hub import ConsensusConfig
 from marlops.agents.types import PORTFOLIO_FEATURES, STRUCTURE_BIAS_LEVELS
 from marlops.market import indicators as ind
+from marlops.market.calendar import BarClock, bar_clock
 from marlops.market.dataset import MarketDataset
 from marlops.market.feed import FeatureSet
 from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL, ready_mask
@@ -38,10 +40,13 @@ DAY_NS = 86_400 * 10**9
 
 @dataclass(frozen=True)
 class EnvConfig:
+    """Episode length, account, costs, limits. Costs default to a liquid instrument's; a dataset that
+    records its own (meta.json) gets them through :func:`env_config_for_dataset`."""
+
     episode_bars: int = 576  # two days of 5-minute bars
     initial_equity: float = 100_000.0
     commission_bps: float = 2.0  # per side, on traded notional
-    half_spread_bps: float = 1.0
+    half_spread_bps: float = 1.0  # half the quoted spread: what one side of a trade pays
     slippage_coef: float = 0.1
     drawdown_penalty: float = 0.5
     reward_scale: float = 100.0  # rewards in percent of initial equity
@@ -68,6 +73,9 @@ class MarketData:
     slow_step: np.ndarray  # (T,) base bar t closes a higher bar
     regime_label: np.ndarray  # (T,) true regime (synthetic data) or -1
     warm_from: int  # first base index whose three matrices are all ready
+    # bars per trading day / per year, measured on the whole history (a slice keeps its market's clock:
+    # a 3-day fold has no calendar of its own to measure)
+    clock: BarClock
 
     @classmethod
     def from_features(cls, fs: FeatureSet, labels: np.ndarray | None = None) -> MarketData:
@@ -94,6 +102,7 @@ class MarketData:
             slow_step=slow_step,
             regime_label=np.asarray(labels, np.int64) if labels is not None else np.full(len(close), -1),
             warm_from=warm,
+            clock=bar_clock(b_end.astype(np.int64)),
         )
 
     def __len__(self) -> int:
@@ -200,11 +209,11 @@ class VecMarketEnv:
                 0.0,
             )
         cols = (
-            self.position / lim.max_position,
+            np.where(eq > 0, self.position * price / safe / lim.max_position_equity, 0.0),
             np.where(eq > 0, self.position * (price - self.avg_price) / safe, -1.0),
             (eq - self.day_start_equity) / self.day_start_equity,
             np.where(eq > 0, notional / safe / lim.max_leverage, 1.0),
-            notional / lim.max_exposure,
+            notional / (EXPOSURE_FEATURE_SCALE * self.cfg.initial_equity),
             np.minimum(self.bars_in_position / 288.0, 1.0),
             np.where(self.peak > 0, (self.peak - eq) / self.peak, 1.0),
             stop,
@@ -362,3 +371,48 @@ def market_data_from_dataset(ds: MarketDataset) -> MarketData:
     if ds.meta.get("source") == "synthetic":  # the synthetic tape's volume is relative (see the constant)
         data.volume = data.volume * SYNTHETIC_VOLUME_UNITS
     return data
+
+
+# meta.json keys a dataset may record its instrument's costs under (``marlops data import`` writes them)
+COST_META_KEYS = ("commission_bps", "spread_bps", "tick_size")
+
+
+def _meta_cost(meta: dict, key: str, where: object) -> float | None:
+    v = meta.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v < 0:
+        raise ValueError(f"{key}: meta.json of {where} must hold a finite number >= 0, got {v!r}")
+    return float(v)
+
+
+def costs_from_meta(
+    meta: dict, median_price: float, base: EnvConfig | None = None, where: object = ""
+) -> EnvConfig:
+    """``base`` (default :class:`EnvConfig`) with the costs a dataset's meta.json records.
+
+    ``commission_bps`` replaces the commission per side; ``spread_bps`` (the full quoted spread) gives the
+    half spread each side pays; ``tick_size`` (price units) floors the spread at one tick at the median
+    price — a quote cannot be tighter than a tick, and on a coarse-tick instrument that floor is above
+    the default. A key that is absent keeps ``base``'s figure.
+    """
+    cfg = base or EnvConfig()
+    commission = _meta_cost(meta, "commission_bps", where)
+    spread = _meta_cost(meta, "spread_bps", where)
+    tick = _meta_cost(meta, "tick_size", where)
+    half = cfg.half_spread_bps if spread is None else spread / 2.0
+    if tick is not None and median_price > 0:
+        half = max(half, tick / median_price * 1e4 / 2.0)
+    return dataclasses.replace(
+        cfg,
+        commission_bps=cfg.commission_bps if commission is None else commission,
+        half_spread_bps=half,
+    )
+
+
+def env_config_for_dataset(ds: MarketDataset, base: EnvConfig | None = None) -> EnvConfig:
+    """The environment config for a loaded dataset: ``base`` with the costs its meta.json records
+    (:func:`costs_from_meta`), today's defaults where it records none."""
+    close = ds.features.base["close"].to_numpy(np.float64)
+    median = float(np.median(close)) if len(close) else 0.0
+    return costs_from_meta(ds.meta, median, base, ds.path)

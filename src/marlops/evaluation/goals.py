@@ -6,7 +6,8 @@ by the caller (``team="team"``, ``ablation="team_no_risk"``, ``oracle="oracle"``
 ``buy_and_hold="buy_and_hold"``), so the same checks run on baselines standing in for the team in tests
 and on the trained team. Figures are with costs unless ``costs=False``. A check whose policies are
 missing is ``"skipped"`` with the reason, never a silent pass; every other check reports its point
-estimate and interval (``{"point", "low", "high", ...}``) next to its status.
+estimate and interval (``{"point", "low", "high", ...}``) next to its status, and a failed one says why
+(``"reason"``: e.g. "team 0.00 vs hmm_momentum 0.00 — not higher"; every failed row of the goal table too).
 
 - ``team_beats_baselines``: for every other policy but the oracle and the no-risk ablation (the baselines
   of the issue's list: buy-and-hold, momentum, HMM→momentum, random; the ablation has its own goal,
@@ -67,6 +68,33 @@ def _has_records(result: EvaluationResult, costs: bool) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
+# why a check failed: one line a reader can act on, beside the verdict
+
+
+def _num(v: float | None, fmt: str = "{:.2f}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def _low_reason(iv: Interval, bound: float, what: str, fmt: str = "{:.2f}") -> str:
+    """Why ``iv`` is not above ``bound``: no interval, or its lower bound is not."""
+    if iv.low is None:
+        return f"no interval for {what}"
+    return f"{what}: lower bound {fmt.format(iv.low)} < {fmt.format(bound)}"
+
+
+def versus_reason(
+    team: str, team_sharpe: float | None, other: str, other_sharpe: float | None, d: Interval
+) -> str:
+    """E.g. "team 0.00 vs hmm_momentum 0.00 — not higher"."""
+    head = f"{team} {_num(team_sharpe)} vs {other} {_num(other_sharpe)}"
+    if d.point is None or d.low is None:
+        return f"{head} — no interval for the difference"
+    if d.point <= 0:
+        return f"{head} — not higher"
+    return f"{head} — higher, but the difference's lower bound {d.low:.2f} is not > 0 (within the noise)"
+
+
+# --------------------------------------------------------------------------------------------------
 # the checks, each a pure function of the intervals (and, for the trips, of the per-run metrics)
 
 
@@ -78,8 +106,15 @@ def check_beats_baselines(iv: EvaluationIntervals, others: Sequence[str]) -> dic
     if not present:
         return _skip("no baseline to compare with")
     beaten = [p for p in present if iv.versus[p].sharpe.above(0.0)]
+    ts = iv.policies[iv.team].sharpe.point
+    reasons = {
+        p: versus_reason(iv.team, ts, p, iv.policies[p].sharpe.point, iv.versus[p].sharpe)
+        for p in present
+        if p not in beaten
+    }
     return {
         "status": _status(len(beaten) == len(present)),
+        **({"reason": "; ".join(reasons.values())} if reasons else {}),
         "goal": "team Sharpe − baseline Sharpe > 0 (lower 95 % bound)",
         "team_sharpe": iv.policies[iv.team].sharpe.as_dict(),
         "baseline_sharpe": {p: iv.policies[p].sharpe.as_dict() for p in present},
@@ -95,8 +130,9 @@ def check_half_oracle(iv: EvaluationIntervals) -> dict[str, Any]:
         return _skip(f"needs runs of {iv.team!r} and {iv.oracle!r}")
     d = iv.half_oracle
     ts, osh = iv.policies[iv.team].sharpe, iv.policies[iv.oracle].sharpe
+    ok = d.above(-_EPS, strict=False)
     res: dict[str, Any] = {
-        "status": _status(d.above(-_EPS, strict=False)),
+        "status": _status(ok),
         "goal": f"team Sharpe − {SHARPE_FRACTION_OF_ORACLE} × oracle Sharpe >= 0 (lower 95 % bound)",
         "difference": d.as_dict(),
         "team_sharpe": ts.as_dict(),
@@ -105,6 +141,11 @@ def check_half_oracle(iv: EvaluationIntervals) -> dict[str, Any]:
     }
     if osh.point is not None and osh.point <= 0:
         res["note"] = "the oracle's Sharpe is <= 0: half of it is a loss, the check says little"
+    if not ok:
+        half = None if osh.point is None else SHARPE_FRACTION_OF_ORACLE * osh.point
+        res["reason"] = f"{iv.team} {_num(ts.point)} vs ½ × {iv.oracle} {_num(half)} — " + (
+            "no interval" if d.low is None else f"the difference's lower bound {d.low:.2f} < 0"
+        )
     return res
 
 
@@ -112,11 +153,10 @@ def check_risk_agent(iv: EvaluationIntervals) -> dict[str, Any]:
     if iv.team not in iv.policies or iv.ablation not in iv.policies:
         return _skip(f"needs runs of {iv.team!r} and {iv.ablation!r}")
     cut, cost = iv.drawdown_cut, iv.return_cost
+    why = [r for r in (cut_reason(cut), cost_reason(cost)) if r]
     res: dict[str, Any] = {
-        "status": _status(
-            cut.above(MIN_DRAWDOWN_CUT - _EPS, strict=False)
-            and cost.below(MAX_RETURN_COST + _EPS, strict=False)
-        ),
+        "status": _status(not why),
+        **({"reason": "; ".join(why)} if why else {}),
         "goal": f"drawdown cut >= {MIN_DRAWDOWN_CUT:.0%} (lower bound) at a return cost "
         f"<= {MAX_RETURN_COST:.0%} (upper bound)",
         "drawdown_cut": cut.as_dict(),
@@ -135,6 +175,22 @@ def check_risk_agent(iv: EvaluationIntervals) -> dict[str, Any]:
     return res
 
 
+def cut_reason(cut: Interval) -> str:
+    """Why the drawdown cut fails its goal ("" when it meets it)."""
+    if cut.above(MIN_DRAWDOWN_CUT - _EPS, strict=False):
+        return ""
+    return _low_reason(cut, MIN_DRAWDOWN_CUT, "the drawdown cut", "{:.0%}")
+
+
+def cost_reason(cost: Interval) -> str:
+    """Why the risk agent's return cost fails its goal ("" when it meets it)."""
+    if cost.below(MAX_RETURN_COST + _EPS, strict=False):
+        return ""
+    if cost.high is None:
+        return "no interval for the return cost"
+    return f"return cost: upper bound {cost.high:.0%} > {MAX_RETURN_COST:.0%}"
+
+
 def check_regime_accuracy(iv: EvaluationIntervals, ceiling: float | None = None) -> dict[str, Any]:
     if iv.team not in iv.policies:
         return _skip(f"no runs of the team policy {iv.team!r}")
@@ -147,8 +203,10 @@ def check_regime_accuracy(iv: EvaluationIntervals, ceiling: float | None = None)
     goal = f">= {MIN_BALANCED_ACCURACY}" + (
         f", or within {CEILING_MARGIN} of the ceiling {ceiling:.3f}" if ceiling is not None else ""
     )
+    ok = acc.above(required - _EPS, strict=False)
     return {
-        "status": _status(acc.above(required - _EPS, strict=False)),
+        "status": _status(ok),
+        **({} if ok else {"reason": _low_reason(acc, required, "the balanced accuracy", "{:.3f}")}),
         "goal": goal + " (lower 95 % bound)",
         "balanced_accuracy": acc.as_dict(),
         "threshold": MIN_BALANCED_ACCURACY,
@@ -161,8 +219,10 @@ def check_team_trades(iv: EvaluationIntervals) -> dict[str, Any]:
     if iv.team not in iv.policies:
         return _skip(f"no runs of the team policy {iv.team!r}")
     rt = iv.policies[iv.team].round_trips_per_day
+    ok = rt.above(MIN_ROUND_TRIPS_PER_DAY - _EPS, strict=False)
     return {
-        "status": _status(rt.above(MIN_ROUND_TRIPS_PER_DAY - _EPS, strict=False)),
+        "status": _status(ok),
+        **({} if ok else {"reason": _low_reason(rt, MIN_ROUND_TRIPS_PER_DAY, "the round trips per day")}),
         "goal": f">= {MIN_ROUND_TRIPS_PER_DAY:g} round trip per day (lower 95 % bound)",
         "round_trips_per_day": rt.as_dict(),
         "threshold": MIN_ROUND_TRIPS_PER_DAY,
@@ -193,8 +253,16 @@ def check_buy_and_hold_trips(
             "expected_entries": expected,
             "ok": entries >= 1 and entries == expected,
         }
+    bad = [
+        f"{m}: never entered"
+        if v["entries"] == 0
+        else f"{m}: {v['entries']} entries, expected {v['expected_entries']}"
+        for m, v in per_market.items()
+        if not v["ok"]
+    ]
     return {
-        "status": _status(all(v["ok"] for v in per_market.values())),
+        "status": _status(not bad),
+        **({"reason": "; ".join(bad)} if bad else {}),
         "goal": "entries = 1 + the limit exits it hits, in every market",
         "policy": policy,
         "markets": per_market,
@@ -270,6 +338,12 @@ class GoalRow:
     status: str  # pass | fail | skipped
     interval: dict[str, Any] | None = None  # the interval behind ``measured``, when there is one
     check: str = ""  # the goal check the row belongs to
+    reason: str = ""  # why a failed row failed (a skipped row: why it was skipped); "" on a pass
+
+    @property
+    def verdict(self) -> str:
+        """The status with its reason: "fail: team 0.00 vs hmm 0.00 — not higher"."""
+        return f"{self.status}: {self.reason}" if self.reason else self.status
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -299,14 +373,17 @@ def _row(
     target: str,
     interval: Mapping[str, Any] | None = None,
     ok: bool | None = None,
+    reason: str | None = None,
 ) -> GoalRow:
-    """A row of ``check``; ``ok`` overrides the check's status for a row that is one part of it."""
+    """A row of ``check``; ``ok`` overrides the check's status for a row that is one part of it, and
+    ``reason`` the check's reason (a part's own); a passing row carries none."""
     status = str(goal.get("status", "skipped"))
     if status == "skipped":
-        return GoalRow(figure, "–", target, status, None, check)
+        return GoalRow(figure, "–", target, status, None, check, str(goal.get("reason", "")))
     if ok is not None:
         status = _status(ok)
-    return GoalRow(figure, measured, target, status, dict(interval) if interval else None, check)
+    why = "" if status == "pass" else (reason if reason is not None else str(goal.get("reason", "")))
+    return GoalRow(figure, measured, target, status, dict(interval) if interval else None, check, why)
 
 
 def _trips_text(per_market: Mapping[str, Mapping[str, Any]]) -> str:
@@ -350,7 +427,9 @@ def goal_table(goals: Mapping[str, Any]) -> list[GoalRow]:
     diffs: Mapping[str, Any] = g.get("sharpe_difference") or {}
     if not diffs:
         rows.append(_row("team_beats_baselines", f"{team} Sharpe − baselines' Sharpe", g, "–", "> 0"))
+    ts = _iv(g.get("team_sharpe")).point
     for p, d in diffs.items():
+        bs = _iv((g.get("baseline_sharpe") or {}).get(p)).point
         rows.append(
             _row(
                 "team_beats_baselines",
@@ -360,6 +439,7 @@ def goal_table(goals: Mapping[str, Any]) -> list[GoalRow]:
                 "> 0",
                 d,
                 _iv(d).above(0.0),
+                versus_reason(team, ts, p, bs, _iv(d)),
             )
         )
     g = goals.get("team_half_oracle") or {}
@@ -383,6 +463,7 @@ def goal_table(goals: Mapping[str, Any]) -> list[GoalRow]:
             f">= {MIN_DRAWDOWN_CUT:.0%}",
             cut,
             cut_ok,
+            cut_reason(_iv(cut)),
         )
     )
     rows.append(
@@ -394,6 +475,7 @@ def goal_table(goals: Mapping[str, Any]) -> list[GoalRow]:
             f"<= {MAX_RETURN_COST:.0%}",
             cost,
             cost_ok,
+            cost_reason(_iv(cost)),
         )
     )
     return rows

@@ -11,12 +11,12 @@ if the whole interval does.
 - **Bootstrap** (:class:`~marlops.registry.bootstrap.DayBootstrap`): days are resampled with replacement,
   per market (stratified), with one draw of indices shared by every policy, so differences are paired;
   seeded, ``n_resamples`` (2,000) replicates, percentile intervals. On it:
-  each policy's annualized Sharpe of daily returns (``√days_per_year``, 365: the synthetic market trades
-  24/7), its mean daily return, its round trips per day (closed trips over days, a ratio of resampled
-  sums), its regime balanced accuracy (the confusion counts of the resampled days at the 30-minute
-  closes, summed, then scored); for the team against every other policy the Sharpe difference and the
-  mean daily return difference; the team's Sharpe minus half the oracle's; the risk agent's return cost
-  against its ablation.
+  each policy's annualized Sharpe of daily returns (``√days_per_year``, the markets' trading days per
+  year from their clock: 365 on the 24/7 synthetic market, ~261 on FX), its mean daily return, its
+  round trips per day (closed trips over trading days, a ratio of resampled sums), its regime balanced
+  accuracy (the confusion counts of the resampled days at the 30-minute closes, summed, then scored);
+  for the team against every other policy the Sharpe difference and the mean daily return difference;
+  the team's Sharpe minus half the oracle's; the risk agent's return cost against its ablation.
 - **Max drawdown does not survive day resampling**: it is a property of the path (the order of the
   days), which resampling destroys. It is reported per market and as the mean over markets with a
   Student-t interval over markets (none with a single market); so is the risk agent's drawdown cut
@@ -72,14 +72,15 @@ class IntervalConfig:
     n_resamples: int = N_RESAMPLES
     seed: int = 0
     level: float = LEVEL
-    days_per_year: float = DAYS_PER_YEAR
+    # None: the trading days per year of the evaluated markets' clock (``EpisodeRecord.clock``)
+    days_per_year: float | None = None
 
     def __post_init__(self) -> None:
         if self.n_resamples < 1:
             raise ValueError(f"n_resamples: must be >= 1, got {self.n_resamples}")
         if not 0.0 < self.level < 1.0:
             raise ValueError(f"level: must be in (0, 1), got {self.level}")
-        if not self.days_per_year > 0:
+        if self.days_per_year is not None and not self.days_per_year > 0:
             raise ValueError(f"days_per_year: must be > 0, got {self.days_per_year}")
 
 
@@ -290,7 +291,7 @@ def _policy_intervals(
 ) -> PolicyIntervals:
     markets = boot.markets_of(rets)
     closes = {m: _daily_sums(M.trip_steps(r.position, r.tactical).closed, r.day) for m, r in recs.items()}
-    span = {m: _daily_sums(np.ones(r.n_steps), r.day) / M.BARS_PER_DAY for m, r in recs.items()}
+    span = {m: _daily_sums(np.ones(r.n_steps), r.day) / r.clock.bars_per_day for m, r in recs.items()}
     if markets:
         point = float(boot.pooled(closes, markets).sum() / boot.pooled(span, markets).sum())
         samples = boot.resample(closes, markets).sum(axis=1) / boot.resample(span, markets).sum(axis=1)
@@ -311,13 +312,36 @@ def _policy_intervals(
         accuracy = Interval(None, None, None, cfg.level)
     mdd = {m: M.max_drawdown(r.equity) for m, r in recs.items()}
     return PolicyIntervals(
-        sharpe=sharpe_interval(boot, rets, level=cfg.level, periods_per_year=cfg.days_per_year),
+        sharpe=sharpe_interval(boot, rets, level=cfg.level, periods_per_year=_annual(cfg)),
         mean_daily_return=mean_interval(boot, rets, level=cfg.level),
         round_trips_per_day=trips,
         regime_balanced_accuracy=accuracy,
         max_drawdown=t_interval(list(mdd.values()), cfg.level, (0.0, 1.0)),
         max_drawdown_per_market=mdd,
     )
+
+
+def _annual(cfg: IntervalConfig) -> float:
+    if cfg.days_per_year is None:
+        raise AssertionError("days_per_year: resolve the config first (_resolved)")
+    return cfg.days_per_year
+
+
+def _resolved(cfg: IntervalConfig, records: Mapping[str, Mapping[str, EpisodeRecord]]) -> IntervalConfig:
+    """``cfg`` with ``days_per_year`` set: given, else the records' clock (365 without records).
+
+    Pooled daily returns have one annualisation: markets on different calendars cannot share it.
+    """
+    if cfg.days_per_year is not None:
+        return cfg
+    per_market = {m: r.clock.days_per_year for recs in records.values() for m, r in recs.items()}
+    distinct = sorted(set(per_market.values()))
+    if len(distinct) > 1:
+        raise ValueError(
+            f"days_per_year: the markets trade on different calendars ({per_market}); "
+            "pass one in IntervalConfig"
+        )
+    return dataclasses.replace(cfg, days_per_year=distinct[0] if distinct else DAYS_PER_YEAR)
 
 
 def compute_intervals(
@@ -333,11 +357,11 @@ def compute_intervals(
     Needs the episode records (``result.records``); a policy without records in this setting has no
     entry, and a pair whose policies share no market has no interval.
     """
-    cfg = config or IntervalConfig()
     records: dict[str, dict[str, EpisodeRecord]] = {}
     for (m, p, c), r in result.records.items():
         if c == costs:
             records.setdefault(p, {})[m] = r
+    cfg = _resolved(config or IntervalConfig(), records)
     days: dict[str, list[int]] = {}
     for m in result.markets:
         for p in result.policies:
@@ -363,7 +387,7 @@ def compute_intervals(
     t = rets[team]
     versus = {
         p: PairIntervals(
-            sharpe_interval(boot, t, rets[p], 1.0, cfg.level, cfg.days_per_year),
+            sharpe_interval(boot, t, rets[p], 1.0, cfg.level, _annual(cfg)),
             mean_interval(boot, t, rets[p], cfg.level),
         )
         for p in order
@@ -372,7 +396,7 @@ def compute_intervals(
     none = Interval(None, None, None, cfg.level)
     half = none
     if oracle in rets:
-        half = sharpe_interval(boot, t, rets[oracle], 0.5, cfg.level, cfg.days_per_year)
+        half = sharpe_interval(boot, t, rets[oracle], 0.5, cfg.level, _annual(cfg))
     if ablation not in rets:
         return dataclasses.replace(out, versus=versus, half_oracle=half)
     mdd_t, mdd_a = out.policies[team].max_drawdown_per_market, out.policies[ablation].max_drawdown_per_market

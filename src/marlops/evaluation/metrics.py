@@ -4,8 +4,10 @@ Conventions (docs/evaluation.md has the formulas):
 
 - An equity curve has one point per base-bar close, ``equity[0]`` the initial equity before the first
   decision; a curve of ``N + 1`` points has ``N`` per-bar simple returns.
-- Annualization assumes 5-minute bars traded 24/7: ``BARS_PER_YEAR = 288 × 365`` (the synthetic
-  market's year, see ``market.synthetic.BUCKETS_PER_YEAR``). Pass ``bars_per_year`` for other bars.
+- Annualization and per-day figures take the market's own clock (``MarketData.clock``, a
+  :class:`~marlops.market.calendar.BarClock` measured from the bar timestamps: timeframe and calendar,
+  24/7 or with sessions and weekend gaps). The defaults, ``BARS_PER_DAY = 288`` and
+  ``BARS_PER_YEAR = 288 × 365``, are the synthetic reference market's 5-minute bars traded 24/7.
 - Degenerate inputs give finite, explainable numbers instead of NaN: a flat curve has Sharpe and
   Sortino 0; a curve that never loses has Sortino ``inf`` (reported as such, JSON writes ``null``).
 - Inputs that cannot be a curve (fewer than two points, non-finite or non-positive equity, mismatched
@@ -21,9 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from marlops.agents.types import TacticalAction
+from marlops.market.calendar import REFERENCE_CLOCK
 
-BARS_PER_DAY = 288
-BARS_PER_YEAR = BARS_PER_DAY * 365
+# The reference market's clock; a market of other bars or another calendar passes its own.
+BARS_PER_DAY = int(REFERENCE_CLOCK.bars_per_day)  # 288
+BARS_PER_YEAR = int(REFERENCE_CLOCK.bars_per_year)  # 288 × 365
 N_REGIMES = 4
 
 
@@ -51,7 +55,7 @@ def bar_returns(equity: np.ndarray) -> np.ndarray:
     return eq[1:] / eq[:-1] - 1.0
 
 
-def sharpe_ratio(equity: np.ndarray, bars_per_year: int = BARS_PER_YEAR) -> float:
+def sharpe_ratio(equity: np.ndarray, bars_per_year: float = BARS_PER_YEAR) -> float:
     """Annualized Sharpe ratio, risk-free rate 0: ``mean(r) / std(r) × sqrt(bars_per_year)``.
 
     ``std`` is the sample standard deviation (ddof 1). A curve without variation scores 0 — no risk
@@ -66,7 +70,7 @@ def sharpe_ratio(equity: np.ndarray, bars_per_year: int = BARS_PER_YEAR) -> floa
     return float(np.mean(r) / sd * math.sqrt(bars_per_year))
 
 
-def sortino_ratio(equity: np.ndarray, bars_per_year: int = BARS_PER_YEAR) -> float:
+def sortino_ratio(equity: np.ndarray, bars_per_year: float = BARS_PER_YEAR) -> float:
     """Annualized Sortino ratio, target 0: ``mean(r) / sqrt(mean(min(r, 0)²)) × sqrt(bars_per_year)``.
 
     The downside deviation averages over all bars (not only losing ones), the usual definition. No
@@ -98,7 +102,7 @@ def total_return(equity: np.ndarray) -> float:
     return float(eq[-1] / eq[0] - 1.0)
 
 
-def annualized_return(equity: np.ndarray, bars_per_year: int = BARS_PER_YEAR) -> float:
+def annualized_return(equity: np.ndarray, bars_per_year: float = BARS_PER_YEAR) -> float:
     """Geometric annualization of the total return over ``len(equity) − 1`` bars."""
     eq = _curve(equity)
     years = (len(eq) - 1) / bars_per_year
@@ -106,7 +110,7 @@ def annualized_return(equity: np.ndarray, bars_per_year: int = BARS_PER_YEAR) ->
 
 
 def turnover_per_day(
-    traded: np.ndarray, price: np.ndarray, equity: np.ndarray, bars_per_day: int = BARS_PER_DAY
+    traded: np.ndarray, price: np.ndarray, equity: np.ndarray, bars_per_day: float = BARS_PER_DAY
 ) -> float:
     """Traded notional per day as a multiple of the mean equity.
 

@@ -39,8 +39,8 @@ from marlops.agents.types import REGIME_NAMES, RiskAction, TacticalAction
 from marlops.env.market_env import EnvConfig, MarketData
 from marlops.evaluation.goals import GOAL_KEYS, check_goals, format_interval, goal_table
 from marlops.evaluation.intervals import EvaluationIntervals, IntervalConfig, compute_intervals
-from marlops.evaluation.metrics import BARS_PER_DAY
 from marlops.evaluation.runner import COST_LABEL, EpisodeRecord, EvaluationResult, evaluate
+from marlops.market.calendar import DAY_NS, DAYS_PER_YEAR
 from marlops.market.charts import REGIME_COLORS
 
 if TYPE_CHECKING:  # the protocol only types the arguments
@@ -121,6 +121,45 @@ def all_intervals(
     return {c: compute_intervals(result, t, a, o, c, config) for c in result.cost_settings()}
 
 
+def _utc(ns: int) -> str:
+    return np.datetime_as_string(np.datetime64(int(ns), "ns"), unit="m").replace("T", " ")
+
+
+def market_periods(result: EvaluationResult) -> dict[str, dict[str, Any]]:
+    """Per market: the evaluated bars' first and last bar end (UTC), their count and trading days, and
+    for a walk-forward fold its training part's — what dates a fold for a reader (the JSON's "periods")."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in result.markets:
+        r = next((r for (mm, _, _), r in result.records.items() if mm == m and r.end_ns is not None), None)
+        if r is None or r.end_ns is None or not len(r.end_ns):
+            continue
+        period: dict[str, Any] = {
+            "from": _utc(int(r.end_ns[0])),
+            "to": _utc(int(r.end_ns[-1])),
+            "bars": r.n_steps,
+            "trading_days": r.clock.days(r.n_steps),
+            "calendar_days": (int(r.end_ns[-1]) - int(r.end_ns[0])) / DAY_NS,
+        }
+        if m in result.folds:
+            period["train"] = [_utc(t) for t in result.folds[m]["train"]]
+        out[m] = period
+    return out
+
+
+def confusion_message(result: EvaluationResult, costs: bool) -> str:
+    """Why no confusion matrix is drawn, in terms of what the regime strips above it show."""
+    recs = [r for (_, _, c), r in result.records.items() if c == costs]
+    predicts = any(bool((r.regime_pred >= 0).any()) for r in recs)
+    labelled = any(bool((r.regime_label >= 0).any()) for r in recs)
+    if not predicts:
+        return "No policy predicts regimes."
+    if not labelled:
+        return (
+            "No confusion matrix: the data has no regime labels to score the predictions shown above against."
+        )
+    return "No confusion matrix: no scored step has both a true regime and a prediction."
+
+
 def _compact(x: float) -> float | None:
     return float(f"{x:.{DAILY_DIGITS}g}") if math.isfinite(x) else None
 
@@ -151,6 +190,7 @@ def report_dict(
     return _clean(
         {
             "markets": result.markets,
+            "periods": market_periods(result),
             "policies": result.policies,
             "env_config": result.env_config,
             "runs": runs,
@@ -194,37 +234,73 @@ def _colors(policies: list[str]) -> dict[str, str]:
     return {p: _PALETTE[i % len(_PALETTE)] for i, p in enumerate(policies)}
 
 
-def fig_equity(result: EvaluationResult, market: str, team: str) -> str:
-    """Equity (relative to the start) and drawdown of every policy, one column per cost setting."""
+def _line_styles(curves: Mapping[str, np.ndarray]) -> dict[str, tuple[str, str]]:
+    """(linestyle, legend label) per policy: a curve equal to one drawn before it is dashed and labelled
+    as such, so that a policy whose line lies exactly on another's (two flat policies) stays visible."""
+    out: dict[str, tuple[str, str]] = {}
+    for p, c in curves.items():
+        twin = next((q for q in out if np.array_equal(curves[q], c)), None)
+        out[p] = ("--", f"{p} (= {twin})") if twin is not None else ("-", p)
+    return out
+
+
+def equity_figure(result: EvaluationResult, market: str, team: str) -> Figure:
+    """Equity (relative to the start) and drawdown of every policy, one column per cost setting.
+
+    x: trading days of the market's clock. The 1.0 reference line lies beneath the policies (a flat
+    policy is drawn over it, not hidden by it), the team over the other solid lines, and a curve equal
+    to another's dashed on top of it.
+    """
     settings = result.cost_settings()
     fig = Figure(figsize=(6.2 * len(settings), 5.6), layout="constrained")
     axes = fig.subplots(2, len(settings), sharex=True, squeeze=False, height_ratios=(2.2, 1))
     colors = _colors(result.policies)
     for j, costs in enumerate(settings):
         ax_eq, ax_dd = axes[0, j], axes[1, j]
-        for p in result.policies:
-            r = result.records.get((market, p, costs))
-            if r is None:
-                continue
+        recs = {p: r for p in result.policies if (r := result.records.get((market, p, costs))) is not None}
+        # the team keeps its own name and a solid line; a curve equal to another is dashed and drawn after
+        # the solid ones, so it shows over the line it hides
+        styles = _line_styles({p: recs[p].equity for p in sorted(recs, key=lambda p: p != team)})
+        order = sorted(recs, key=lambda p: (styles[p][0] == "--", p == team))
+        for p in order:
+            r = recs[p]
             s = _stride(len(r.equity))
-            x = np.arange(0, len(r.equity), s) / BARS_PER_DAY
+            x = np.arange(0, len(r.equity), s) / r.clock.bars_per_day
             lw = 2.0 if p == team else 1.1
-            ax_eq.plot(x, r.equity[::s] / r.equity[0], color=colors[p], lw=lw, label=p)
-            ax_dd.plot(x, -100 * r.drawdown[::s], color=colors[p], lw=lw)
+            ls, label = styles[p]
+            ax_eq.plot(x, r.equity[::s] / r.equity[0], color=colors[p], lw=lw, ls=ls, label=label, zorder=2)
+            ax_dd.plot(x, -100 * r.drawdown[::s], color=colors[p], lw=lw, ls=ls, zorder=2)
         ax_eq.set_title(f"{market} · {COST_LABEL[costs].replace('_', ' ')}", fontsize=10)
         ax_eq.set_ylabel("equity / initial")
-        ax_eq.axhline(1.0, color="#888", lw=0.6)
+        ax_eq.axhline(1.0, color="#bbb", lw=0.6, ls=":", zorder=0)  # beneath every policy
         ax_dd.set_ylabel("drawdown %")
-        ax_dd.set_xlabel("days from the first evaluated bar")
+        ax_dd.set_xlabel("trading days from the first evaluated bar")
         for ax in (ax_eq, ax_dd):
             ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 8), fontsize=8)
-    return _png(fig)
+    return fig
+
+
+def fig_equity(result: EvaluationResult, market: str, team: str) -> str:
+    return _png(equity_figure(result, market, team))
+
+
+def regime_title(market: str, has_truth: bool) -> str:
+    """The regime chart's title: it mentions the true regime's shading only when the data has labels."""
+    if has_truth:
+        return f"{market}: price and regimes (shading: true regime)"
+    return f"{market}: price and predicted regimes (the data has no regime labels)"
 
 
 def fig_regimes(result: EvaluationResult, market: str) -> str | None:
-    """Price with the true regime shaded, over strips: true regime, then each policy's prediction."""
+    fig = regimes_figure(result, market)
+    return None if fig is None else _png(fig)
+
+
+def regimes_figure(result: EvaluationResult, market: str) -> Figure | None:
+    """Price (the true regime shaded where the data has labels) over strips: the true regime, when
+    there is one, then each policy's prediction. ``None`` with neither labels nor predictions."""
     costs = result.cost_settings()[0]
     recs = {p: r for p in result.policies if (r := result.records.get((market, p, costs))) is not None}
     if not recs:
@@ -237,7 +313,8 @@ def fig_regimes(result: EvaluationResult, market: str) -> str | None:
     strips = ([("true regime", any_rec.regime_label)] if has_truth else []) + list(preds.items())
     n = any_rec.n_steps
     s = _stride(n)
-    x = np.arange(0, n, s) / BARS_PER_DAY
+    bpd = any_rec.clock.bars_per_day
+    x = np.arange(0, n, s) / bpd
     cmap = ListedColormap(["#ffffff", *REGIME_COLORS])  # -1 (unknown) white
     fig = Figure(figsize=(12, 2.6 + 0.35 * len(strips)), layout="constrained")
     axes = fig.subplots(2, 1, sharex=True, height_ratios=(2.5, 0.45 * len(strips)))
@@ -252,11 +329,11 @@ def fig_regimes(result: EvaluationResult, market: str) -> str | None:
             vmin=0,
             vmax=4,
             alpha=0.25,
-            extent=(0, n / BARS_PER_DAY, *ax_p.get_ylim()),
+            extent=(0, n / bpd, *ax_p.get_ylim()),
             interpolation="nearest",
         )
     ax_p.set_ylabel("close")
-    ax_p.set_title(f"{market}: price and regimes (shading: true regime)", fontsize=10)
+    ax_p.set_title(regime_title(market, has_truth), fontsize=10)
     grid = np.stack([np.asarray(v)[::s] + 1 for _, v in strips])
     ax_s.imshow(
         grid,
@@ -265,10 +342,10 @@ def fig_regimes(result: EvaluationResult, market: str) -> str | None:
         vmin=0,
         vmax=4,
         interpolation="nearest",
-        extent=(0, n / BARS_PER_DAY, len(strips), 0),
+        extent=(0, n / bpd, len(strips), 0),
     )
     ax_s.set_yticks(np.arange(len(strips)) + 0.5, [name for name, _ in strips], fontsize=8)
-    ax_s.set_xlabel("days from the first evaluated bar")
+    ax_s.set_xlabel("trading days from the first evaluated bar")
     from matplotlib.patches import Patch
 
     ax_p.legend(
@@ -279,7 +356,7 @@ def fig_regimes(result: EvaluationResult, market: str) -> str | None:
         loc="upper left",
         ncols=4,
     )
-    return _png(fig)
+    return fig
 
 
 def fig_actions(result: EvaluationResult, costs: bool) -> str:
@@ -373,13 +450,45 @@ def _detail(v: object) -> str:
     return html.escape(str(v))
 
 
+def _clock_text(result: EvaluationResult) -> str:
+    """How the figures are annualised, from the markets' clocks (measured from their timestamps)."""
+    clocks = sorted({(r.clock.bars_per_day, r.clock.bars_per_year) for r in result.records.values()})
+    if not clocks:
+        return "no runs"
+    text = "; ".join(
+        f"{d:g} bars a trading day, {y:,.0f} a year ({y / d:.1f} trading days)" for d, y in clocks
+    )
+    return f"Sharpe and Sortino annualized and per-day figures counted on the market's clock: {text}"
+
+
+def _periods_html(periods: Mapping[str, Mapping[str, Any]]) -> str:
+    """The dates each market (walk-forward fold) covers; the training part of a fold beside it."""
+    if not periods:
+        return ""
+    folds = any("train" in v for v in periods.values())
+    head = "<tr><th>market</th><th>evaluated from (UTC)</th><th>to</th><th>bars</th><th>trading days</th>"
+    head += "<th>calendar days</th>" + ("<th>trained on (UTC)</th>" if folds else "") + "</tr>"
+    rows = []
+    for m, v in periods.items():
+        train = " – ".join(v["train"]) if "train" in v else "–"
+        rows.append(
+            f"<tr><th>{html.escape(m)}</th><td>{v['from']}</td><td>{v['to']}</td><td>{v['bars']}</td>"
+            f"<td>{v['trading_days']:.1f}</td><td>{v['calendar_days']:.1f}</td>"
+            + (f"<td>{html.escape(train)}</td>" if folds else "")
+            + "</tr>"
+        )
+    return f"<table class=periods>{head}{''.join(rows)}</table>"
+
+
 def _goal_table_html(goals: Mapping[str, Any]) -> str:
     rows = goal_table(goals)
     if not rows:
         return "<p>No goal checks.</p>"
     body = "".join(
         f"<tr><th>{html.escape(r.figure)}</th><td>{html.escape(r.measured)}</td>"
-        f"<td>{html.escape(r.goal)}</td><td><span class={r.status}>{r.status.upper()}</span></td></tr>"
+        f"<td>{html.escape(r.goal)}</td><td><span class={r.status}>{r.status.upper()}</span>"
+        + (f" {html.escape(r.reason)}" if r.reason else "")
+        + "</td></tr>"
         for r in rows
     )
     head = "<tr><th>figure</th><th>measured [95 % interval]</th><th>goal</th><th>verdict</th></tr>"
@@ -423,16 +532,19 @@ def write_report(
     parts.append(
         f"<p>{len(result.markets)} held-out market(s): {html.escape(', '.join(result.markets))}. "
         f"Policies: {html.escape(', '.join(result.policies))}. Full-length deterministic episodes "
-        "from the first warm bar; Sharpe and Sortino annualized over 288 × 365 five-minute bars; "
-        "regime accuracy scored at the 30-minute closes. Metrics are defined in docs/evaluation.md.</p>"
+        f"from the first warm bar; {html.escape(_clock_text(result))}; "
+        "regime accuracy scored at the higher-timeframe closes. Metrics are defined in "
+        "docs/evaluation.md.</p>"
     )
+    parts.append(_periods_html(market_periods(result)))
     method = next(iter(ivs.values())).config if ivs else IntervalConfig()
     note = next((iv.note for iv in ivs.values() if iv.note), None)  # the same days in every cost setting
     parts.append(
         f"<h2>Goals ({'net of costs' if (result.goals or {}).get('costs', True) else 'without costs'})</h2>"
         "<p>A claim holds only if its interval does. Intervals: "
         f"{method.level:.0%}, paired day-block bootstrap over the held-out markets ({method.n_resamples:,} "
-        f"resamples, seed {method.seed}); Sharpe of daily returns annualized by √{method.days_per_year:g}; "
+        f"resamples, seed {method.seed}); Sharpe of daily returns annualized by "
+        f"√{method.days_per_year or DAYS_PER_YEAR:g} (trading days a year); "
         "max drawdown per market, its interval a Student-t over markets.</p>"
         + (f"<p><b>Note:</b> {html.escape(note)}.</p>" if note else "")
         + _goal_table_html(result.goals)
@@ -486,7 +598,11 @@ def write_report(
         parts.append(img.format(alt="actions", b64=fig_actions(result, settings[0])))
         cm = fig_confusion(result, settings[0])
         parts.append("<h2>Regime confusion (rows: true regime)</h2>")
-        parts.append(img.format(alt="confusion", b64=cm) if cm else "<p>No policy predicts regimes.</p>")
+        parts.append(
+            img.format(alt="confusion", b64=cm)
+            if cm
+            else f"<p>{html.escape(confusion_message(result, settings[0]))}</p>"
+        )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>

@@ -30,12 +30,14 @@ from marlops.env.market_env import (  # noqa: F401
     market_data_from_dataset,  # re-exported: the evaluation's data helper
 )
 from marlops.evaluation import metrics as M
+from marlops.market.calendar import REFERENCE_CLOCK, BarClock
 
 if TYPE_CHECKING:  # the protocol only types the arguments
     from marlops.env.policy import TeamPolicy
 
 PolicyFactory = Callable[[MarketData], "TeamPolicy"]
-MIN_EPISODE_BARS = 2 * M.BARS_PER_DAY // 24  # one hour: shorter is not an evaluation
+MIN_EPISODE_BARS = 24  # steps: shorter is not an evaluation (two hours of 5-minute bars, a day of hourly)
+MIN_TRAIN_DAYS = 7.0  # a walk-forward fold's first training part, in trading days of the market's clock
 COST_LABEL = {True: "with_costs", False: "without_costs"}
 
 
@@ -104,6 +106,10 @@ class EpisodeRecord:
     regime_label: np.ndarray
     slow: np.ndarray  # the step closes a higher (30-minute) bar: the regime agent's clock
     day: np.ndarray
+    # the market's bars per day / year (per-day and annualised figures) and each step's bar end (ns, UTC;
+    # the report's dates); constructed records without them are on the reference 24/7 5-minute clock
+    clock: BarClock = REFERENCE_CLOCK
+    end_ns: np.ndarray | None = None
 
     @property
     def n_steps(self) -> int:
@@ -230,6 +236,8 @@ def run_policies(
             regime_label=data.regime_label[idx].astype(np.int64),
             slow=data.slow_step[idx].astype(bool),
             day=data.day[idx].astype(np.int64),
+            clock=data.clock,
+            end_ns=data.end_ns[idx].astype(np.int64),
             **{key: v[i] for key, v in flt.items()},
             **{key: v[i] for key, v in ints.items()},
         )
@@ -244,16 +252,16 @@ def episode_metrics(r: EpisodeRecord) -> dict[str, float | None]:
     ``entries`` trips opened, ``limit_exits`` trips closed by a stop, take profit, halt, kill switch or
     the risk agent rather than by the policy's own exit (:func:`~marlops.evaluation.metrics.trip_steps`).
     """
-    eq = r.equity
+    eq, clock = r.equity, r.clock
     trips = M.trip_steps(r.position, r.tactical)
-    days = r.n_steps / M.BARS_PER_DAY
+    days = clock.days(r.n_steps)  # trading days: a weekend without bars is not a day
     return {
-        "sharpe": M.sharpe_ratio(eq),
-        "sortino": M.sortino_ratio(eq),
+        "sharpe": M.sharpe_ratio(eq, clock.bars_per_year),
+        "sortino": M.sortino_ratio(eq, clock.bars_per_year),
         "max_drawdown": M.max_drawdown(eq),
         "total_return": M.total_return(eq),
-        "annualized_return": M.annualized_return(eq),
-        "turnover_per_day": M.turnover_per_day(r.traded, r.price[:-1], eq),
+        "annualized_return": M.annualized_return(eq, clock.bars_per_year),
+        "turnover_per_day": M.turnover_per_day(r.traded, r.price[:-1], eq, clock.bars_per_day),
         "hit_rate": M.hit_rate(r.position, r.price, r.cost),
         "round_trips": float(len(M.round_trips(r.position, r.price, r.cost))),
         "round_trips_per_day": trips.closes / days,
@@ -282,6 +290,8 @@ class EvaluationResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
     env_config: EnvConfig | None = None
     goals: dict[str, Any] = field(default_factory=dict)
+    # walk-forward markets: their fold's bar-end times (ns, UTC), ``{"train": (first, last), "test": …}``
+    folds: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
 
     def aggregate(self, costs: bool = True) -> dict[str, dict[str, float | None]]:
         """Mean of every metric over the markets a policy ran on, per policy (``None`` if never scored)."""
@@ -396,7 +406,7 @@ def walk_forward_splits(
     test_fraction: float = 0.5,
     gap: int = 0,
     expanding: bool = True,
-    min_train: int = M.BARS_PER_DAY * 7,
+    min_train: int = round(MIN_TRAIN_DAYS * M.BARS_PER_DAY),
 ) -> list[Split]:
     """Time-ordered folds over ``n_bars`` base bars.
 
@@ -434,6 +444,11 @@ def walk_forward_splits(
     return out
 
 
+def _time_range(data: MarketData, span: tuple[int, int]) -> tuple[int, int]:
+    """The bar-end times (ns) of the first and last bar of ``[start, end)``: what a reader dates a fold by."""
+    return int(data.end_ns[span[0]]), int(data.end_ns[span[1] - 1])
+
+
 def evaluate_walk_forward(
     data: MarketData,
     splits: Sequence[Split],
@@ -462,6 +477,8 @@ def evaluate_walk_forward(
             name: (p if hasattr(p, "act") else p(train))  # type: ignore[operator]
             for name, p in policies.items()
         }
-        res = evaluate({f"{market} fold {sp.fold}": test}, pols, with_costs, env_config, progress, res)
+        name = f"{market} fold {sp.fold}"
+        res = evaluate({name: test}, pols, with_costs, env_config, progress, res)
+        res.folds[name] = {"train": _time_range(data, sp.train), "test": _time_range(data, sp.test)}
     assert res is not None
     return res

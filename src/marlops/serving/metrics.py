@@ -34,7 +34,7 @@ AGENT_LATENCY = Histogram(
 )
 RISK_OVERRIDES = Counter(
     "marlops_risk_overrides_total",
-    "Decisions changed by a gate, by kind (risk:force_exit, limit:max_position, consensus:…, fail_closed …).",
+    "Decisions changed by a gate, by kind (risk:force_exit, limit:max_leverage, consensus:…, fail_closed …).",
     ["kind"],
 )
 FAIL_CLOSED = Counter(
