@@ -191,12 +191,13 @@ def main() -> None:
 
     m = _fresh_models(0)
     rows.append(("regime pretraining", "samples/s", *_median(_regime_rate(m, data, 128))))
-    enc_regime = m.encodings(data).regime
+    message = m.regime_encoding(data).message
     cfg = PretrainConfig(batch_size=128)
-    st = StructurePretrainer(m.structure, structure_samples([(data, enc_regime.message)], cfg), cfg)
+    st = StructurePretrainer(m.structure, structure_samples([(data, message)], cfg), cfg)
     rows.append(("structure pretraining", "samples/s", *_median(_supervised_rate(st, 128))))
-    m.forget_encodings()
-    tac = TacticalPretrainer(m.tactical, tactical_samples([(data, m.encodings(data))], m.structure), cfg)
+    m.forget_encodings("structure")
+    tac_markets = [(data, message, m.structure_encoding(data))]
+    tac = TacticalPretrainer(m.tactical, tactical_samples(tac_markets, m.structure), cfg)
     rows.append(("tactical pretraining", "samples/s", *_median(_supervised_rate(tac, 256))))
     m.forget_encodings()
     m.encodings(data)
