@@ -60,9 +60,11 @@ def split_record(
     data: MarketData, split: DatasetSplit, holdout_fraction: float, dataset: str
 ) -> dict[str, Any]:
     """What ``summary.json`` says about the bars a dataset run read (indices are base bars of the dataset;
-    a range's times are its first and last bar's ends)."""
+    a range's times are its first and last bar's ends; None: an empty range)."""
 
-    def rng(a: int, b: int) -> dict[str, Any]:
+    def rng(a: int, b: int) -> dict[str, Any] | None:
+        if a >= b:
+            return None
         return {"bars": [a, b], "first": _ts(data.end_ns[a]), "last": _ts(data.end_ns[b - 1])}
 
     return {
@@ -72,8 +74,11 @@ def split_record(
         "holdout_fraction": holdout_fraction,
         "train": rng(0, split.validation_start),
         "validation": rng(split.validation_start, split.trained_end),
-        "trained": {**rng(0, split.trained_end), "last_end_ns": int(data.end_ns[split.trained_end - 1])},
-        "held_out": rng(split.trained_end, split.n_bars) if split.trained_end < split.n_bars else None,
+        "trained": {
+            **(rng(0, split.trained_end) or {}),
+            "last_end_ns": int(data.end_ns[split.trained_end - 1]),
+        },
+        "held_out": rng(split.trained_end, split.n_bars),
     }
 
 

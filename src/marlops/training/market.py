@@ -40,7 +40,7 @@ from marlops.market.synthetic import SyntheticMarketConfig
 from marlops.training import distributed
 from marlops.training.checkpoint import load_latest
 from marlops.training.config import BUDGETS, TrainConfig, budget_config  # noqa: F401 (re-exported)
-from marlops.training.holdout import dataset_split, split_record
+from marlops.training.holdout import DatasetSplit, dataset_split, split_record
 from marlops.training.mappo import seed_everything
 from marlops.training.regime import balanced_accuracy, predict, regime_samples
 from marlops.training.regime_targets import (
@@ -108,8 +108,9 @@ def training_data(cfg: TrainConfig) -> TrainingData:
 
     Synthetic seeds: the train seeds, validation on ``validation_seed``. A dataset: its first
     ``1 − holdout_fraction`` of the bars only, the last ``validation_fraction`` of that part as validation
-    (training/holdout.py); a ``--labels`` file is joined onto its bars first. The HMM labeller is fitted on
-    the training part alone and labels it causally.
+    (training/holdout.py) — or, for all of a reference-synthetic dataset (``holdout_fraction`` 0), all of
+    it with the synthetic validation seed as validation; a ``--labels`` file is joined onto its bars first.
+    The HMM labeller is fitted on the training part alone and labels it causally.
     """
     rc = cfg.regime
     if rc.labels and not cfg.dataset:
@@ -128,9 +129,16 @@ def training_data(cfg: TrainConfig) -> TrainingData:
             full = dataclasses.replace(
                 full, regime_label=labels_onto_bars(read_regime_labels(rc.labels), full, rc.labels)
             )
-        sp = dataset_split(len(full), cfg.holdout_fraction, cfg.validation_fraction)
-        markets = [slice_market(full, 0, sp.validation_start)]
-        validation = [slice_market(full, sp.validation_start, sp.trained_end)]
+        if cfg.holdout_fraction == 0 and reference_generator(cfg) is not None:
+            # all of a reference-synthetic dataset (the pipelines evaluate on other seeds): its generator's
+            # validation seed is a held-out twin
+            markets = [full]
+            validation = [synthetic_market_data(cfg.validation_seed, max(cfg.days // 3, 8))]
+            sp = DatasetSplit(len(full), len(full), len(full))
+        else:
+            sp = dataset_split(len(full), cfg.holdout_fraction, cfg.validation_fraction)
+            markets = [slice_market(full, 0, sp.validation_start)]
+            validation = [slice_market(full, sp.validation_start, sp.trained_end)]
         split = split_record(full, sp, cfg.holdout_fraction, cfg.dataset)
     kind = resolve_targets(rc.targets, own_labels, rc.labels)
     record: dict[str, Any] = {"requested": rc.targets, "resolved": kind, "labels_file": rc.labels}
