@@ -73,8 +73,22 @@ def prepare(root: Path) -> None:
     )
 
 
+def validation_markets(root: Path) -> dict:
+    """The validation seeds' markets, generated once and cached under ``root``."""
+    import pickle
+
+    from marlops.env.market_env import synthetic_market_data
+
+    cache = root / "validation.pkl"
+    if cache.exists():
+        return pickle.loads(cache.read_bytes())
+    val = {f"seed {s}": synthetic_market_data(s, VAL_DAYS) for s in VALIDATION}
+    cache.write_bytes(pickle.dumps(val))
+    return val
+
+
 def score(root: Path) -> dict[str, dict[str, float]]:
-    from marlops.env.market_env import market_data_from_dataset, synthetic_market_data
+    from marlops.env.market_env import market_data_from_dataset
     from marlops.env.market_slice import slice_market
     from marlops.evaluation.runner import evaluate
     from marlops.market.dataset import MarketDataset
@@ -83,8 +97,9 @@ def score(root: Path) -> dict[str, dict[str, float]]:
     from marlops.training.regime import balanced_accuracy, predict, regime_samples
     from marlops.training.regime_targets import hmm_labeller, hmm_labels
 
-    val = {f"seed {s}": synthetic_market_data(s, VAL_DAYS) for s in VALIDATION}
+    val = validation_markets(root)
     out: dict[str, dict[str, float]] = {}
+    teams = {}
     for mode in MODES:
         run = root / mode
         if not (run / "summary.json").exists():
@@ -95,16 +110,19 @@ def score(root: Path) -> dict[str, dict[str, float]]:
         for d in val.values():
             s = regime_samples(d)
             accs.append(balanced_accuracy(s.label, predict(models.regime, s.x)))
-        res = evaluate(val, {"team": load_team(run)}, with_costs=(True,), progress=False)
-        agg = res.aggregate(True)["team"]
         summary = json.loads((run / "summary.json").read_text())
-        out[mode] = {
-            "regime_balanced_accuracy": float(np.mean(accs)),
-            "team_sharpe": float(agg["sharpe"] or float("nan")),
-            "team_trips_per_day": float(agg["round_trips_per_day"] or 0.0),
-            "team_exposure": float(agg["exposure"] or 0.0),
-            "wall_s": float(summary["wall_s"]),
-        }
+        out[mode] = {"regime_balanced_accuracy": float(np.mean(accs)), "wall_s": float(summary["wall_s"])}
+        teams[mode] = load_team(run, mode)
+    if teams:  # every team on the same full episodes, side by side
+        res = evaluate(val, teams, with_costs=(True,), progress=False)
+        for mode, agg in res.aggregate(True).items():
+            per_market = [res.metrics[(m, mode, True)]["sharpe"] for m in val]
+            out[mode].update(
+                team_sharpe=float(agg["sharpe"] or float("nan")),
+                team_sharpe_per_market=[float(v or float("nan")) for v in per_market],  # type: ignore[dict-item]
+                team_trips_per_day=float(agg["round_trips_per_day"] or 0.0),
+                team_exposure=float(agg["exposure"] or 0.0),
+            )
     # the HMM labeller itself: fitted on the hmm run's training part, scored on the validation seeds
     full = market_data_from_dataset(MarketDataset.load(root / "imported"))
     sp = dataset_split(len(full), 0.0, 0.2)
@@ -124,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     what = args[0] if args else "score"
     root = Path(args[1]) if len(args) > 1 else ROOT
-    {"prepare": prepare, "score": score}[what](root)
+    {"prepare": prepare, "score": score, "markets": validation_markets}[what](root)
 
 
 if __name__ == "__main__":

@@ -266,9 +266,9 @@ def test_labels_are_joined_as_of_each_bar_end(data: Import, tmp_path: Path) -> N
     ).to_parquet(p)
     lab = labels_onto_bars(read_regime_labels(p), d, p)
     cut1, cut2 = (pd.Timestamp(s, tz="UTC").value for s in ("2025-01-03 00:00", "2025-01-03 12:00"))
-    assert (lab[d.end_ns < cut1] == -1).all()
-    assert (lab[(d.end_ns >= cut1) & (d.end_ns < cut2)] == REGIME_NAMES.index("volatile")).all()
-    assert (lab[d.end_ns >= cut2] == 1).all()
+    assert (lab[d.end_ns <= cut1] == -1).all()  # the bar ending at 00:00 is before the label
+    assert (lab[(d.end_ns > cut1) & (d.end_ns <= cut2)] == REGIME_NAMES.index("volatile")).all()
+    assert (lab[d.end_ns > cut2] == 1).all()
 
 
 # ------------------------------------------------------------------------------------ evaluation refuses

@@ -132,9 +132,11 @@ def read_regime_labels(path: str | Path) -> pd.DataFrame:
 
 
 def labels_onto_bars(labels: pd.DataFrame, data: MarketData, path: str | Path = "") -> np.ndarray:
-    """Per base bar, the regime of the latest label at or before the bar's end (as-of join; -1 before the
-    first label). A label outside the data's time span (before the first bar's start, after the last bar's
-    end) is an error naming its row: it is a label for other data."""
+    """Per base bar, the regime of the latest label stamped before the bar's end (as-of join; -1 before the
+    first label): a label at a bar's start labels that bar, one at its end the next — the same rule as a
+    dataset's own labels (the bucket holding the bar's last instant), so no bar reads a later label. A
+    label outside the data's time span (before the first bar's start, after the last bar's end) is an error
+    naming its row: it is a label for other data."""
     ends = data.end_ns
     step = int(np.median(np.diff(ends[: min(len(ends), 1000)]))) if len(ends) > 1 else 0
     lo, hi = int(ends[0]) - step, int(ends[-1])
@@ -148,7 +150,7 @@ def labels_onto_bars(labels: pd.DataFrame, data: MarketData, path: str | Path = 
             [(int(labels["row"].iloc[i]), str(pd.Timestamp(int(ts[i]), tz="UTC"))) for i in out_of],
             f"outside the data ({span})",
         )
-    i = np.searchsorted(ts, ends, side="right") - 1
+    i = np.searchsorted(ts, ends, side="left") - 1  # ts < end
     return np.where(i >= 0, labels["regime"].to_numpy(np.int64)[np.maximum(i, 0)], -1)
 
 
