@@ -1,4 +1,4 @@
-"""Regime targets on data without labels: hmm vs transfer vs the true labels (docs/training.md, "Your own
+r"""Regime targets on data without labels: hmm vs transfer vs the true labels (docs/training.md, "Your own
 data: regime targets").
 
     python -m benchmarks.regime_targets prepare [ROOT]   # seed 1001 × 90 days → plain CSV → import
