@@ -536,7 +536,36 @@ def train_cmd(
     days: Annotated[int | None, typer.Option(min=8, help="Days of synthetic market per worker.")] = None,
     dataset: Annotated[
         Path | None,
-        typer.Option(help="Train on this dataset folder (`marlops data synth|import`), not synthetic seeds."),
+        typer.Option(
+            help="Train on this dataset folder (`marlops data synth|import`), not synthetic seeds: on its "
+            "first 1 − --holdout-fraction of the bars only (the end of that part validates)."
+        ),
+    ] = None,
+    regime_targets: Annotated[
+        str | None,
+        typer.Option(
+            help="What the regime agent learns from: auto (default: --labels, else the data's own labels, "
+            "else hmm) | labels (the data's or --labels FILE) | hmm (a Gaussian HMM fitted on the training "
+            "part, filtered causally, states mapped by volatility/efficiency rank) | transfer (the agent "
+            "pretrained on the synthetic reference market — --init-from's, else trained here — frozen; the "
+            "rest learns your data). Trade-offs: docs/training.md.",
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Regime labels for --dataset: CSV/Parquet with columns ts,regime (trending|ranging|volatile|"
+            "transition or 0-3), each in force from its ts until the next.",
+        ),
+    ] = None,
+    holdout_fraction: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=0.99,
+            help="With --dataset: the last fraction of its bars no stage reads (default 0.5 = what `marlops "
+            "evaluate --data … --folds N` tests on); 0 trains on all of it.",
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Initialisation and sampling seed.")] = None,
     init_from: Annotated[
@@ -552,10 +581,13 @@ def train_cmd(
         bool, typer.Option(help="Discard the folder's checkpoints instead of resuming.")
     ] = False,
 ) -> None:
-    """Train the team in four stages: the regime agent on the true regimes; structure on the forward-return
-    utility of its bias levels; tactical on carrying out structure's decisions; then MAPPO fine-tunes their
-    heads over the frozen encoders while the risk agent's double DQN learns on the same rollouts. Resumes from
-    the newest checkpoint in --out when one exists; --init-from starts from a champion's weights.
+    """Train the team in stages: the regime agent on its regime targets (the true regimes of synthetic data;
+    on your own data an HMM's causal labels, your --labels file, or the synthetic-pretrained agent kept as it
+    is: --regime-targets); structure on the forward-return utility of its bias levels; tactical on carrying
+    out structure's decisions; then MAPPO fine-tunes their heads over the frozen encoders, and the risk
+    agent's double DQN learns against the frozen team. Resumes from the newest checkpoint in --out when one
+    exists; --init-from starts from a champion's weights. With --dataset, the last --holdout-fraction of the
+    bars is never read (`marlops evaluate --data` tests there) and summary.json records the trained range.
 
     The same command runs single-process, as --nproc local workers, and unchanged inside a Kubeflow
     TrainJob / PyTorchJob (torchrun reads PET_NNODES, PET_NPROC_PER_NODE, PET_MASTER_ADDR …; nccl on GPUs)."""
@@ -565,6 +597,8 @@ def train_cmd(
     try:
         if dataset is not None and not (dataset / "meta.json").exists():
             raise ValueError(f"dataset: {dataset} is not a dataset folder (no meta.json)")
+        if labels is not None and not labels.exists():
+            raise ValueError(f"labels: {labels}: file not found")
         cfg = budget_config(
             budget,
             updates=updates,
@@ -574,6 +608,9 @@ def train_cmd(
             checkpoint_every=checkpoint_every,
             threads=threads,
             dataset=str(dataset.resolve()) if dataset is not None else None,
+            regime_targets=regime_targets,
+            labels=str(labels.resolve()) if labels is not None else None,
+            holdout_fraction=holdout_fraction,
         )
     except ValueError as e:
         err_console.print(f"[red]error[/red] {e}")
@@ -584,6 +621,9 @@ def train_cmd(
             ("--updates", updates),
             ("--days", days),
             ("--dataset", dataset),
+            ("--regime-targets", regime_targets),
+            ("--labels", labels),
+            ("--holdout-fraction", holdout_fraction),
             ("--seed", seed),
             ("--init-from", init_from),
             ("--checkpoint-every", checkpoint_every),
@@ -617,7 +657,12 @@ def train_cmd(
     table.add_column()
     rows = {
         "resumed from checkpoint": s.resumed_from if s.resumed_from is not None else "-",
-        "regime balanced accuracy (validation)": f"{s.regime_val_balanced_accuracy:.3f}",
+        "regime targets": _targets_row(out),
+        "regime balanced accuracy (validation)": (
+            f"{s.regime_val_balanced_accuracy:.3f}"
+            if s.regime_val_balanced_accuracy == s.regime_val_balanced_accuracy
+            else "- (validation has no labels)"
+        ),
         "warm start": cfg.init_from or "-",
         "MAPPO updates": s.updates,
         "environment steps": f"{s.env_steps:,}",
@@ -628,6 +673,21 @@ def train_cmd(
     for k, v in rows.items():
         table.add_row(k, str(v))
     console.print(table)
+
+
+def _targets_row(out: Path) -> str:
+    """What the run's regime agent learned from and which bars it read, from its summary.json."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return "-"
+    t = summary.get("regime_targets") or {}
+    text = str(t.get("resolved", "-"))
+    split = summary.get("data_split")
+    if split:
+        tr = split["trained"]
+        text += f"; trained on bars {tr['bars']} of {split['n_bars']} (to {tr['last']})"
+    return text
 
 
 @app.command("evaluate")
@@ -655,6 +715,13 @@ def evaluate_cmd(
         ),
     ] = None,
     folds: Annotated[int, typer.Option(min=1, help="Walk-forward folds over --data.")] = 4,
+    allow_overlap: Annotated[
+        bool,
+        typer.Option(
+            help="With --data: evaluate even a model whose recorded training range reaches the first test "
+            "block (its figures are then in-sample)."
+        ),
+    ] = False,
 ) -> None:
     """Evaluate the trained team against the baselines — buy-and-hold, random, momentum, an HMM regime
     classifier driving the momentum rule, the oracle that knows the true regime, and the team without its
@@ -672,6 +739,7 @@ def evaluate_cmd(
     from marlops.evaluation.goals import check_goals
     from marlops.evaluation.held_out import check_seeds, evaluate_team_held_out
     from marlops.evaluation.runner import MIN_TRAIN_DAYS
+    from marlops.training.holdout import model_summary, overlap_error
     from marlops.training.market import load_team
 
     def _seeds(text: str, what: str) -> list[int]:
@@ -710,6 +778,15 @@ def evaluate_cmd(
         except (FileNotFoundError, ValueError) as e:
             err_console.print(f"[red]error[/red] --data {data}: {e}")
             raise typer.Exit(2) from None
+        overlap = overlap_error(model_summary(model), full, str(data), splits[0].test[0])
+        if overlap and not allow_overlap:
+            err_console.print(
+                f"[red]error[/red] --model {model}: {overlap}; "
+                "--allow-overlap evaluates it anyway (in-sample)"
+            )
+            raise typer.Exit(2)
+        if overlap:
+            err_console.print(f"[yellow]warning[/yellow] --model {model}: {overlap} (--allow-overlap)")
         wf = {k: v for k, v in policies.items() if k not in ("hmm_momentum", "oracle")}
         wf["hmm_momentum"] = lambda train: hmm_policy(HMMRegimeClassifier().fit(train))
         if (full.regime_label >= 0).any():

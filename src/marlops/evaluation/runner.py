@@ -29,6 +29,7 @@ from marlops.env.market_env import (  # noqa: F401
     VecMarketEnv,
     market_data_from_dataset,  # re-exported: the evaluation's data helper
 )
+from marlops.env.market_slice import slice_market
 from marlops.evaluation import metrics as M
 from marlops.market.calendar import REFERENCE_CLOCK, BarClock
 
@@ -43,32 +44,6 @@ COST_LABEL = {True: "with_costs", False: "without_costs"}
 
 # --------------------------------------------------------------------------------------------------
 # data
-
-
-def slice_market(data: MarketData, start: int, end: int) -> MarketData:
-    """Base bars ``[start, end)`` of ``data`` as a market of their own.
-
-    The matrices are windows over the past, so the first bars of a slice keep their real history
-    (features look back into earlier bars, never forward); nothing at or after ``end`` is reachable.
-    """
-    n = len(data)
-    if not 0 <= start < end <= n:
-        raise ValueError(f"start/end: need 0 <= start < end <= {n}, got [{start}, {end})")
-    s = slice(start, end)
-    return dataclasses.replace(
-        data,
-        close=data.close[s],
-        end_ns=data.end_ns[s],
-        atr=data.atr[s],
-        sigma=data.sigma[s],
-        volume=data.volume[s],
-        day=data.day[s],
-        tactical=data.tactical[s],
-        higher_of=data.higher_of[s],
-        slow_step=data.slow_step[s],
-        regime_label=data.regime_label[s],
-        warm_from=max(data.warm_from - start, 0),
-    )
 
 
 def has_labels(data: MarketData) -> bool:

@@ -175,6 +175,9 @@ def train(
     progress: bool = True,
     init_from: str = "",
     tracking_uri: str = "",
+    regime_targets: str = "auto",
+    labels: str = "",
+    holdout_fraction: float = -1.0,
 ) -> Trained:
     """Train the team on the dataset; the finished run (agents, critic, summary, metrics) lands in ``out``.
 
@@ -183,8 +186,13 @@ def train(
     ``init_from``: warm start (``marlops train --init-from``). A registry alias (the retraining pipeline's
     ``models:/marlops-{agent}@champion``) is resolved to the team behind it first and downloaded, so the run's
     key names that team: a rerun after the champion changed trains again. No champion yet: a fresh start.
+    ``regime_targets`` / ``labels``: ``marlops train --regime-targets`` / ``--labels`` (an import has no
+    regime labels: ``auto`` fits the HMM labeller on its training part). ``holdout_fraction``:
+    ``--holdout-fraction``; negative = 0 for a dataset of the reference synthetic generator (this pipeline
+    evaluates on other seeds), else 0.5 (an import: ``marlops evaluate --data`` tests on its second half).
     """
     from marlops.training.market import budget_config, train_team
+    from marlops.training.stages import reference_generator
 
     dataset_dir, out = Path(dataset_dir), Path(out)
     digest = read_lineage(dataset_dir).get("data_hash") or data_hash(dataset_dir)
@@ -193,17 +201,35 @@ def train(
         if init_from
         else None
     )
+    if holdout_fraction < 0:
+        synthetic = budget_config(budget, dataset=str(dataset_dir.resolve()))
+        holdout_fraction = 0.0 if reference_generator(synthetic) is not None else 0.5
+    targets = {
+        "regime_targets": regime_targets,
+        "labels": labels or None,
+        "holdout_fraction": holdout_fraction,
+    }
     if work_dir:
         work_root = Path(work_dir)
         data = _stable_dataset(dataset_dir, work_root, digest)
         cfg = budget_config(
-            budget, updates=updates or None, seed=seed, dataset=str(data.resolve()), init_from=start
+            budget,
+            updates=updates or None,
+            seed=seed,
+            dataset=str(data.resolve()),
+            init_from=start,
+            **targets,
         )
         key = hashlib.sha256(json.dumps(cfg.key(), sort_keys=True).encode()).hexdigest()[:16]
         run_dir = work_root / "runs" / key
     else:
         cfg = budget_config(
-            budget, updates=updates or None, seed=seed, dataset=str(dataset_dir.resolve()), init_from=start
+            budget,
+            updates=updates or None,
+            seed=seed,
+            dataset=str(dataset_dir.resolve()),
+            init_from=start,
+            **targets,
         )
         run_dir = out
     s = train_team(cfg, run_dir, progress=progress)

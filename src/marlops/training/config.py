@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from marlops.training.pretrain import PretrainConfig
+from marlops.training.regime_targets import check_targets
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class RegimeStageConfig:
     lr: float | None = 1e-3  # None: the spec's; a short CPU run needs the larger step (docs/training.md)
     # weight of the ceiling filter's soft targets against the hard labels (synthetic training markets only)
     distill: float = 1.0
+    # what the regime agent learns from (training/regime_targets.py): auto | labels | hmm | transfer
+    targets: str = "auto"
+    labels: str | None = None  # a ts,regime file (CSV/Parquet) for 'labels' on a dataset without its own
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,12 @@ class TrainConfig:
     # a dataset folder (``MarketDataset``) to train on instead of the synthetic train seeds: the pipeline's
     # build-features step hands over the data it wrote the Feast sources from
     dataset: str | None = None
+    # a dataset run trains on the first (1 − holdout_fraction) of its bars only: the end is what
+    # `marlops evaluate --data … --folds N` tests on (its test fraction, 0.5); 0 trains on all of it
+    holdout_fraction: float = 0.5
+    # the last this fraction of the trained part is the dataset run's validation market (no stage learns
+    # from it: the figures printed and the risk agent's calibration)
+    validation_fraction: float = 0.2
     # warm start: the agents' weights from a champion (``models:/marlops-{agent}@champion``) or a run folder
     init_from: str | None = None
     episode_bars: int = 576
@@ -87,6 +97,13 @@ class TrainConfig:
     # torch intra-op threads per worker (None: torch's default). One on small CPUs: with other work on a
     # 2-core machine, two threads' OpenMP spin-waits made an update ~5× slower (227 s vs 41 s measured).
     threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        check_targets(self.regime.targets)
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction: must be in [0, 1), got {self.holdout_fraction!r}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction: must be in (0, 1), got {self.validation_fraction!r}")
 
     def key(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -169,7 +186,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 # Flat names the CLI and the pipelines pass, and where they live.
-ALIASES = {"updates": "team.updates"}
+ALIASES = {"updates": "team.updates", "regime_targets": "regime.targets", "labels": "regime.labels"}
 
 
 def with_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:

@@ -16,6 +16,7 @@ agents in the serving format, :meth:`marlops.agents.runtime.AgentSet.save`), ``c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -31,16 +32,30 @@ from marlops.agents.export import net_version
 from marlops.agents.networks import build_network
 from marlops.agents.runtime import AgentSet
 from marlops.agents.specs import load_specs
+from marlops.agents.types import REGIME_NAMES
 from marlops.env.market_env import MarketData, market_data_from_dataset, synthetic_market_data
+from marlops.env.market_slice import slice_market
 from marlops.market.dataset import MarketDataset
+from marlops.market.synthetic import SyntheticMarketConfig
 from marlops.training import distributed
 from marlops.training.checkpoint import load_latest
 from marlops.training.config import BUDGETS, TrainConfig, budget_config  # noqa: F401 (re-exported)
+from marlops.training.holdout import DatasetSplit, dataset_split, split_record
 from marlops.training.mappo import seed_everything
 from marlops.training.regime import balanced_accuracy, predict, regime_samples
+from marlops.training.regime_targets import (
+    RegimeTargets,
+    has_labels,
+    hmm_labeller,
+    hmm_labels,
+    labels_onto_bars,
+    read_regime_labels,
+    resolve_targets,
+)
 from marlops.training.stages import (
     StageContext,
     make_team_stage,
+    reference_generator,
     run_regime,
     run_risk,
     run_structure,
@@ -76,10 +91,93 @@ def initial_models(cfg: TrainConfig) -> TeamModels:
     return load_initial_team(cfg.init_from)
 
 
+@dataclass
+class TrainingData:
+    """The markets of a run: what the stages learn from (their ``regime_label`` = the regime targets),
+    what they never learn from (validation), and the records ``summary.json`` keeps."""
+
+    markets: list[MarketData]
+    validation: list[MarketData]  # the figures printed and the risk agent's calibration
+    regime_validation: MarketData | None  # scored for regime balanced accuracy: true labels, or None
+    targets: RegimeTargets
+    split: dict[str, Any] | None = None  # a dataset run's bar ranges (training/holdout.py)
+
+
+def training_data(cfg: TrainConfig) -> TrainingData:
+    """Load (or generate) the run's markets and resolve its regime targets (training/regime_targets.py).
+
+    Synthetic seeds: the train seeds, validation on ``validation_seed``. A dataset: its first
+    ``1 − holdout_fraction`` of the bars only, the last ``validation_fraction`` of that part as validation
+    (training/holdout.py) — or, for all of a reference-synthetic dataset (``holdout_fraction`` 0), all of
+    it with the synthetic validation seed as validation; a ``--labels`` file is joined onto its bars first.
+    The HMM labeller is fitted on the training part alone and labels it causally.
+    """
+    rc = cfg.regime
+    if rc.labels and not cfg.dataset:
+        raise ValueError("regime.labels: a labels file labels a dataset; give --dataset too")
+    split = None
+    if not cfg.dataset:
+        markets = [synthetic_market_data(s, cfg.days) for s in cfg.train_seeds]
+        val = synthetic_market_data(cfg.validation_seed, max(cfg.days // 3, 8))
+        validation, own_labels = [val], True
+    else:
+        full = market_data_from_dataset(MarketDataset.load(cfg.dataset))
+        own_labels = has_labels([full])
+        kind = resolve_targets(rc.targets, own_labels, rc.labels)
+        if kind == "file":
+            assert rc.labels is not None
+            full = dataclasses.replace(
+                full, regime_label=labels_onto_bars(read_regime_labels(rc.labels), full, rc.labels)
+            )
+        if cfg.holdout_fraction == 0 and reference_generator(cfg) is not None:
+            # all of a reference-synthetic dataset (the pipelines evaluate on other seeds): its generator's
+            # validation seed is a held-out twin
+            markets = [full]
+            validation = [synthetic_market_data(cfg.validation_seed, max(cfg.days // 3, 8))]
+            sp = DatasetSplit(len(full), len(full), len(full))
+        else:
+            sp = dataset_split(len(full), cfg.holdout_fraction, cfg.validation_fraction)
+            markets = [slice_market(full, 0, sp.validation_start)]
+            validation = [slice_market(full, sp.validation_start, sp.trained_end)]
+        split = split_record(full, sp, cfg.holdout_fraction, cfg.dataset)
+    kind = resolve_targets(rc.targets, own_labels, rc.labels)
+    record: dict[str, Any] = {"requested": rc.targets, "resolved": kind, "labels_file": rc.labels}
+    val_regime = validation[0] if has_labels(validation) else None
+    if kind in ("labels", "file"):
+        if not has_labels(markets):
+            raise ValueError("regime.labels: no label falls on the training part of the data")
+        targets = RegimeTargets(
+            rc.targets, kind, markets, reference_generator(cfg) if kind == "labels" else None
+        )
+    elif kind == "hmm":
+        clf = hmm_labeller(markets, seed=cfg.seed)
+        markets = [dataclasses.replace(d, regime_label=hmm_labels(clf, d)) for d in markets]
+        lab = np.concatenate([d.regime_label[d.warm_from :] for d in markets])
+        record.update(
+            state_to_regime=[REGIME_NAMES[r] for r in clf.state_to_regime],  # type: ignore[union-attr]
+            mapping="by rank: most volatile state, then most / least efficient, the last transition",
+            label_share={REGIME_NAMES[r]: float(np.mean(lab == r)) for r in range(len(REGIME_NAMES))},
+        )
+        targets = RegimeTargets(rc.targets, kind, markets, None)
+    else:  # transfer: the regime agent of the synthetic reference market, frozen on this data
+        if cfg.init_from:
+            targets = RegimeTargets(rc.targets, kind, None, None)
+            record["regime_agent"] = f"from {cfg.init_from}, frozen"
+        else:
+            ref = (
+                markets if not cfg.dataset else [synthetic_market_data(s, cfg.days) for s in cfg.train_seeds]
+            )
+            targets = RegimeTargets(rc.targets, kind, ref, SyntheticMarketConfig())
+            record["regime_agent"] = (
+                f"trained on synthetic seeds {list(cfg.train_seeds)} × {cfg.days} days, frozen"
+            )
+    targets.record = record
+    return TrainingData(markets, validation, val_regime, targets, split)
+
+
 def training_markets(cfg: TrainConfig) -> list[MarketData]:
-    if cfg.dataset:
-        return [market_data_from_dataset(MarketDataset.load(cfg.dataset))]
-    return [synthetic_market_data(s, cfg.days) for s in cfg.train_seeds]
+    """The markets the stages learn from (their regime targets in ``regime_label``)."""
+    return training_data(cfg).markets
 
 
 def train_team(
@@ -131,13 +229,23 @@ def _train(
     if resumed:
         log({"event": "resumed", "checkpoint": resumed[0], "from_stage": state["stage"]})
     models = initial_models(cfg)
-    markets = training_markets(cfg)
-    # held out from every stage: the figures printed here and the risk agent's calibration (a dataset run
-    # has no synthetic twin of its market, so its calibration falls back to the training markets)
-    val_market = synthetic_market_data(cfg.validation_seed, max(cfg.days // 3, 8))
-    validation = [val_market] if not cfg.dataset else markets
+    # validation is held out from every stage: the figures printed here and the risk agent's calibration
+    data = training_data(cfg)
+    log({"event": "regime_targets", **data.targets.record})
+    if data.split is not None:
+        log({"event": "data_split", **data.split})
     ctx = StageContext(
-        cfg, models, markets, validation, dist, out, state, progress, log, step=resumed[0] if resumed else 0
+        cfg,
+        models,
+        data.markets,
+        data.validation,
+        dist,
+        out,
+        state,
+        progress,
+        log,
+        step=resumed[0] if resumed else 0,
+        targets=data.targets,
     )
     run_regime(ctx)
     run_structure(ctx)
@@ -146,8 +254,10 @@ def _train(
     run_team(ctx, team, on_update)
     risk_metrics = run_risk(ctx)
 
-    val = regime_samples(val_market)
-    val_bacc = balanced_accuracy(val.label, predict(models.regime, val.x))
+    val_bacc = float("nan")  # nothing to score against where the validation market has no labels
+    if data.regime_validation is not None:
+        val = regime_samples(data.regime_validation)
+        val_bacc = balanced_accuracy(val.label, predict(models.regime, val.x))
     # every worker's weights must be identical after data-parallel training: compare checksums
     checksum = np.array(
         [sum(float(p.detach().double().sum()) for n in models.networks().values() for p in n.parameters())]
@@ -159,7 +269,9 @@ def _train(
     if dist.is_main:
         save_team(models, team.critic, out)
         summary = {
-            "regime_val_balanced_accuracy": val_bacc,
+            "regime_val_balanced_accuracy": val_bacc if np.isfinite(val_bacc) else None,
+            "regime_targets": data.targets.record,
+            "data_split": data.split,
             "updates": updates,
             "env_steps": env_steps,
             "world_size": dist.world_size,

@@ -42,6 +42,7 @@ from marlops.training.pretrain import (
     tactical_samples,
 )
 from marlops.training.regime import RegimeTrainer, concat_samples, regime_samples
+from marlops.training.regime_targets import RegimeTargets
 from marlops.training.risk import RiskController, no_op_noise, proposal
 from marlops.training.risk_calibration import add_allow_margin, choose_allow_margin
 from marlops.training.team import MarketsTeamEnv, TeamCritic, TeamModels, TeamVecEnv, TrainedTeam
@@ -64,6 +65,8 @@ class StageContext:
     log: Callable[[dict[str, Any]], None]
     step: int = 0  # checkpoint counter
     start: float = field(default_factory=time.perf_counter)
+    # what the regime stage learns from (None: the training markets' own labels, the teacher where known)
+    targets: RegimeTargets | None = None
 
     def checkpoint(self, stage: str) -> None:
         self.step += 1
@@ -111,13 +114,26 @@ def reference_generator(cfg: TrainConfig) -> SyntheticMarketConfig | None:
 
 
 def run_regime(ctx: StageContext) -> None:
+    """The regime agent on ``ctx.targets`` (training/regime_targets.py): the markets' labels (the ceiling
+    filter teaching where the generator is the reference one), HMM labels, or — ``transfer`` — the
+    synthetic reference market; with ``transfer`` from ``--init-from`` the agent is kept as it is."""
     cfg, regime_net = ctx.cfg.regime, ctx.models.regime
-    teacher = reference_generator(ctx.cfg) if cfg.distill > 0 else None
+    t = ctx.targets
+    if t is not None and t.markets is None:
+        ctx.log({"stage": "regime", "event": "frozen", "reason": t.record.get("regime_agent", t.kind)})
+        regime_net.eval().requires_grad_(False)
+        return
+    markets = ctx.markets if t is None else t.markets
+    assert markets is not None
+    known = reference_generator(ctx.cfg) if t is None else t.teacher
+    teacher = known if cfg.distill > 0 else None
     try:
-        samples = concat_samples([regime_samples(d, teacher) for d in ctx.markets])
+        samples = concat_samples([regime_samples(d, teacher) for d in markets])
     except ValueError as e:  # bars off the reference grid: the filter cannot teach here, the labels still do
+        if teacher is None:
+            raise
         ctx.log({"stage": "regime", "event": "no_teacher", "reason": str(e)})
-        samples = concat_samples([regime_samples(d) for d in ctx.markets])
+        samples = concat_samples([regime_samples(d) for d in markets])
     batch = cfg.batch_size or regime_net.spec.training.batch_size
     n = min(len(samples), cfg.max_samples or len(samples))
     per_epoch = max(1, n // ctx.dist.world_size // batch)
