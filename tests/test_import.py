@@ -521,3 +521,27 @@ def test_property_higher_bars_equal_the_live_aggregator(
         assert len(got) == 0
     else:
         pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_gap_filling_keeps_the_last_bar_at_real_timestamps() -> None:
+    """np.arange(first, last + 1, step) sizes itself in floating point: at ~1.7e18 ns and an hourly step the
+    last bucket was lost (the issue's "the last row of the file is dropped", for bar imports with gaps)."""
+    from marlops.market.dataset import fill_gaps
+
+    hour = 3_600 * S
+    start = pd.Timestamp("2025-01-05 22:00", tz="UTC").value
+    starts = start + hour * np.r_[np.arange(120), np.arange(168, 168 + 4319 - 168 + 1)]  # a weekend gap
+    bars = pd.DataFrame(
+        {
+            "start": starts,
+            "end": starts + hour,
+            **{c: np.full(len(starts), 1.2) for c in ("open", "high", "low", "close")},
+            "volume": np.ones(len(starts)),
+            "vwap": np.full(len(starts), 1.2),
+            "ticks": np.ones(len(starts), np.int64),
+            "gap": np.zeros(len(starts), bool),
+        }
+    )
+    full = fill_gaps(bars, hour)
+    assert full["start"].iloc[-1] == starts[-1] and int((~full["gap"]).sum()) == len(starts)
+    assert np.all(np.diff(full["start"]) == hour)

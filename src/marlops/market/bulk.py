@@ -310,7 +310,8 @@ def _bar_frame(
 def _with_gaps(closed: pd.DataFrame, next_start: int, tf: int) -> pd.DataFrame:
     """Insert gap bars (flat at the previous close) for every empty bucket up to ``next_start``."""
     start = closed["start"].to_numpy()
-    full = np.arange(start[0], next_start, tf, dtype=np.int64)
+    # whole-number arithmetic (np.arange sizes itself in floating point; see dataset.fill_gaps)
+    full = start[0] + tf * np.arange(-(-(next_start - int(start[0])) // tf), dtype=np.int64)
     if len(full) == len(start):
         return closed
     pos = np.searchsorted(full, start)

@@ -146,9 +146,10 @@ def fill_gaps(bars: pd.DataFrame, timeframe_ns: int) -> pd.DataFrame:
     if (steps % timeframe_ns).any():
         # e.g. daily bars in a local time zone across DST: the UTC grid does not fit, leave them as they are
         return bars.reset_index(drop=True)
-    starts = np.arange(
-        int(bars["start"].iloc[0]), int(bars["start"].iloc[-1]) + 1, timeframe_ns, dtype=np.int64
-    )
+    first, last = int(bars["start"].iloc[0]), int(bars["start"].iloc[-1])
+    # integer arithmetic: np.arange(first, last + 1, step) sizes itself in floating point, and at ~1.7e18 ns
+    # (last - first + 1) / step rounds down to a whole number, dropping the last bar
+    starts = first + timeframe_ns * np.arange((last - first) // timeframe_ns + 1, dtype=np.int64)
     full = bars.set_index("start").reindex(starts)
     missing = full["close"].isna().to_numpy()
     if not missing.any():

@@ -33,7 +33,13 @@ from marlops.agents.networks import build_network
 from marlops.agents.runtime import AgentSet
 from marlops.agents.specs import load_specs
 from marlops.agents.types import REGIME_NAMES
-from marlops.env.market_env import MarketData, market_data_from_dataset, synthetic_market_data
+from marlops.env.market_env import (
+    EnvConfig,
+    MarketData,
+    env_config_for_dataset,
+    market_data_from_dataset,
+    synthetic_market_data,
+)
 from marlops.env.market_slice import slice_market
 from marlops.market.dataset import MarketDataset
 from marlops.market.synthetic import SyntheticMarketConfig
@@ -101,6 +107,7 @@ class TrainingData:
     regime_validation: MarketData | None  # scored for regime balanced accuracy: true labels, or None
     targets: RegimeTargets
     split: dict[str, Any] | None = None  # a dataset run's bar ranges (training/holdout.py)
+    env: EnvConfig = field(default_factory=EnvConfig)  # a dataset's own costs (meta.json), else defaults
 
 
 def training_data(cfg: TrainConfig) -> TrainingData:
@@ -115,13 +122,14 @@ def training_data(cfg: TrainConfig) -> TrainingData:
     rc = cfg.regime
     if rc.labels and not cfg.dataset:
         raise ValueError("regime.labels: a labels file labels a dataset; give --dataset too")
-    split = None
+    split, env = None, EnvConfig()
     if not cfg.dataset:
         markets = [synthetic_market_data(s, cfg.days) for s in cfg.train_seeds]
         val = synthetic_market_data(cfg.validation_seed, max(cfg.days // 3, 8))
         validation, own_labels = [val], True
     else:
-        full = market_data_from_dataset(MarketDataset.load(cfg.dataset))
+        ds = MarketDataset.load(cfg.dataset)
+        full, env = market_data_from_dataset(ds), env_config_for_dataset(ds)
         own_labels = has_labels([full])
         kind = resolve_targets(rc.targets, own_labels, rc.labels)
         if kind == "file":
@@ -172,7 +180,7 @@ def training_data(cfg: TrainConfig) -> TrainingData:
                 f"trained on synthetic seeds {list(cfg.train_seeds)} × {cfg.days} days, frozen"
             )
     targets.record = record
-    return TrainingData(markets, validation, val_regime, targets, split)
+    return TrainingData(markets, validation, val_regime, targets, split, env)
 
 
 def training_markets(cfg: TrainConfig) -> list[MarketData]:
@@ -246,6 +254,7 @@ def _train(
         log,
         step=resumed[0] if resumed else 0,
         targets=data.targets,
+        env=data.env,
     )
     run_regime(ctx)
     run_structure(ctx)

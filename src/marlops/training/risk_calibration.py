@@ -16,6 +16,7 @@ says which margin won and what each scored.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ def choose_allow_margin(
     seed: int = 0,
     min_drawdown_cut: float = 0.10,
     max_return_cost: float = 0.20,
+    env_config: EnvConfig | None = None,
 ) -> MarginChoice:
     """Play every candidate margin on the same episodes (see the module docstring); the margin is the one to
     *add* to ``allow``'s output (the network is left unchanged here)."""
@@ -71,7 +73,8 @@ def choose_allow_margin(
             continue
         starts = rng.integers(data.warm_from, len(data) - bars - 1, episodes_per_market)
         n = episodes_per_market * c
-        env = VecMarketEnv(data, n, EnvConfig(episode_bars=bars), seed=seed)
+        cfg = dataclasses.replace(env_config or EnvConfig(), episode_bars=bars)
+        env = VecMarketEnv(data, n, cfg, seed=seed)
         obs = env.reset(starts=np.repeat(starts, c))  # row i: episode i // c, candidate i % c
         row_margin = np.tile(margins, episodes_per_market)
         team.reset(n)

@@ -67,6 +67,7 @@ class StageContext:
     start: float = field(default_factory=time.perf_counter)
     # what the regime stage learns from (None: the training markets' own labels, the teacher where known)
     targets: RegimeTargets | None = None
+    env: EnvConfig = field(default_factory=EnvConfig)  # costs: a dataset's own (meta.json), else defaults
 
     def checkpoint(self, stage: str) -> None:
         self.step += 1
@@ -229,7 +230,8 @@ def make_team_stage(ctx: StageContext) -> TeamStage:
 
 
 def _env(ctx: StageContext, data: MarketData, n_envs: int, seed: int, **config: Any) -> VecMarketEnv:
-    return VecMarketEnv(data, n_envs, EnvConfig(episode_bars=ctx.cfg.episode_bars, **config), seed=seed)
+    env_config = dataclasses.replace(ctx.env, episode_bars=ctx.cfg.episode_bars, **config)
+    return VecMarketEnv(data, n_envs, env_config, seed=seed)
 
 
 def run_team(
@@ -368,6 +370,7 @@ def run_risk(ctx: StageContext) -> dict[str, float]:
             episodes_per_market=cfg.calibration_episodes,
             drawdown_weight=cfg.drawdown_weight,
             seed=ctx.cfg.seed,
+            env_config=ctx.env,
         )
         add_allow_margin(m, choice.margin)
         ctx.state["risk"] = {
