@@ -35,6 +35,7 @@ MODES = ("hmm", "transfer", "labels")
 
 def prepare(root: Path) -> None:
     from marlops.agents.types import REGIME_NAMES
+    from marlops.env.market_env import SYNTHETIC_VOLUME_UNITS
     from marlops.market.dataset import MarketDataset
 
     root.mkdir(parents=True, exist_ok=True)
@@ -66,6 +67,9 @@ def prepare(root: Path) -> None:
             str(root / "bars.csv"),
             "--kind",
             "bars",
+            # the synthetic tape's volume is relative: in instrument units as the synthetic markets count it
+            "--volume-multiplier",
+            str(SYNTHETIC_VOLUME_UNITS),
             "--out",
             str(root / "imported"),
         ],

@@ -246,3 +246,40 @@ def test_costs_come_from_the_datasets_meta_or_stay_the_defaults(tmp_path) -> Non
     t = np.array([len(data) - 1])
     cost = env._costs(np.array([10.0]), data.close[t], t)
     assert cost[0] == pytest.approx(10.0 * data.close[t][0] * 0.75e-4)
+
+
+def test_the_volume_unit_of_an_import_scales_what_slippage_reads(tmp_path) -> None:
+    """Slippage reads |qty| / bar volume: an import records how many instrument units one unit of its
+    volume is (a contract multiplier, or the synthetic tape's 1,000), so impact means the same on any file."""
+    from typer.testing import CliRunner
+
+    from marlops.cli import app
+    from marlops.env.market_env import SYNTHETIC_VOLUME_UNITS, market_data_from_dataset, volume_multiplier
+    from marlops.market.dataset import MarketDataset
+
+    synth = tmp_path / "synth"
+    runner = CliRunner()
+    assert (
+        runner.invoke(app, ["data", "synth", "--days", "9", "--seed", "3", "--out", str(synth)]).exit_code
+        == 0
+    )
+    b = MarketDataset.load(synth).base
+    csv = tmp_path / "bars.csv"
+    b[["start", "open", "high", "low", "close", "volume"]].rename(columns={"start": "ts"}).to_csv(
+        csv, index=False
+    )
+    plain, scaled = tmp_path / "plain", tmp_path / "scaled"
+    for out, extra in ((plain, []), (scaled, ["--volume-multiplier", "1000"])):
+        res = runner.invoke(app, ["data", "import", str(csv), "--kind", "bars", "--out", str(out), *extra])
+        assert res.exit_code == 0, res.output
+    synthetic = market_data_from_dataset(MarketDataset.load(synth)).volume
+    np.testing.assert_allclose(market_data_from_dataset(MarketDataset.load(plain)).volume * 1000, synthetic)
+    np.testing.assert_allclose(market_data_from_dataset(MarketDataset.load(scaled)).volume, synthetic)
+    assert volume_multiplier({"source": "synthetic"}) == SYNTHETIC_VOLUME_UNITS
+    for bad in (0, -2.0, math.inf, "3", True):
+        with pytest.raises(ValueError, match=r"^volume_multiplier: meta\.json"):
+            volume_multiplier({"volume_multiplier": bad})
+    for bad in ("0", "-1", "nan"):
+        res = runner.invoke(app, ["data", "import", str(csv), "--kind", "bars", "--out", str(tmp_path / "x"),
+                                  "--volume-multiplier", bad])  # fmt: skip
+        assert res.exit_code == 2 and "--volume-multiplier" in res.output, res.output

@@ -208,6 +208,13 @@ def data_import(
     spread_bps: Annotated[
         float | None, typer.Option(help="Bid-ask spread in basis points (recorded in meta.json).")
     ] = None,
+    volume_multiplier: Annotated[
+        float | None,
+        typer.Option(
+            help="Instrument units per unit of the file's volume (a contract multiplier; 1000 for the "
+            "synthetic tape's relative volume): the environment's slippage reads volume × this."
+        ),
+    ] = None,
 ) -> None:
     """Import real ticks (bulk-built into bars, equal to the live path) or base-timeframe bars, then build
     indicators and matrices. Bad rows are rejected and counted by reason (--strict stops instead)."""
@@ -217,7 +224,7 @@ def data_import(
     if kind not in ("ticks", "bars"):
         raise typer.BadParameter(f"must be 'ticks' or 'bars', got {kind!r}", param_hint="--kind")
     meta: dict[str, object] = {"source": f"import:{path.name}", "kind": kind, "tz": tz}
-    meta |= _instrument_costs(tick_size, commission_bps, spread_bps)
+    meta |= _instrument_meta(tick_size, commission_bps, spread_bps, volume_multiplier)
     try:
         opts = ImportOptions(
             ColumnMap.parse(columns) if columns else ColumnMap(),
@@ -241,15 +248,19 @@ def data_import(
         console.print(f"rejected rows: {rejects}")
 
 
-def _instrument_costs(
-    tick_size: float | None, commission_bps: float | None, spread_bps: float | None
+def _instrument_meta(
+    tick_size: float | None,
+    commission_bps: float | None,
+    spread_bps: float | None,
+    volume_multiplier: float | None,
 ) -> dict:
-    """The instrument's tick size and costs for meta.json; each finite, bps >= 0 and the tick size > 0."""
+    """The instrument's tick size, costs and volume unit for meta.json: finite, bps >= 0, the rest > 0."""
     out: dict[str, float] = {}
     for name, value, positive in (
         ("tick_size", tick_size, True),
         ("commission_bps", commission_bps, False),
         ("spread_bps", spread_bps, False),
+        ("volume_multiplier", volume_multiplier, True),
     ):
         if value is None:
             continue

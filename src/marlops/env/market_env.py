@@ -368,9 +368,19 @@ def market_data_from_dataset(ds: MarketDataset) -> MarketData:
         ok = (i >= 0) & (last < starts[np.maximum(i, 0)] + bucket)
         labels = np.where(ok, reg[np.maximum(i, 0)], -1)
     data = MarketData.from_features(fs, labels)
-    if ds.meta.get("source") == "synthetic":  # the synthetic tape's volume is relative (see the constant)
-        data.volume = data.volume * SYNTHETIC_VOLUME_UNITS
+    data.volume = data.volume * volume_multiplier(ds.meta, ds.path)
     return data
+
+
+def volume_multiplier(meta: dict, where: object = "") -> float:
+    """Instrument units per unit of a dataset's volume: the synthetic tape's relative volume counts
+    ``SYNTHETIC_VOLUME_UNITS``; an import records its own (``data import --volume-multiplier``), else 1."""
+    if meta.get("source") == "synthetic":
+        return SYNTHETIC_VOLUME_UNITS
+    v = meta.get("volume_multiplier", 1.0)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v <= 0:
+        raise ValueError(f"volume_multiplier: meta.json of {where} must hold a finite number > 0, got {v!r}")
+    return float(v)
 
 
 # meta.json keys a dataset may record its instrument's costs under (``marlops data import`` writes them)
