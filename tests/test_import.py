@@ -545,3 +545,25 @@ def test_gap_filling_keeps_the_last_bar_at_real_timestamps() -> None:
     full = fill_gaps(bars, hour)
     assert full["start"].iloc[-1] == starts[-1] and int((~full["gap"]).sum()) == len(starts)
     assert np.all(np.diff(full["start"]) == hour)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_bar_file_larger_than_one_read_block_is_read_whole(tmp_path: Path, suffix: str) -> None:
+    """Arrow's threaded CSV reader returns a chunk per 1 MiB block: a bar file read whole must still be one
+    table (a 90-day 5-minute export, ~2 MB, once failed with 'too many values to unpack')."""
+    n = 30_000
+    start = pd.Timestamp("2025-01-01", tz="UTC").value + 300 * S * np.arange(n, dtype=np.int64)
+    close = 100.0 + np.cumsum(np.random.default_rng(0).normal(0, 0.05, n))
+    frame = pd.DataFrame(
+        {
+            "ts": pd.to_datetime(start, utc=True).strftime("%Y-%m-%d %H:%M:%S"),
+            "open": close, "high": close + 0.1, "low": close - 0.1, "close": close,
+            "volume": np.full(n, 12.5),
+        }
+    )  # fmt: skip
+    src = tmp_path / f"bars.{suffix}"
+    frame.to_csv(src, index=False) if suffix == "csv" else frame.to_parquet(src)
+    if suffix == "csv":
+        assert src.stat().st_size > 2 * 2**20
+    bars = read_bars(src, 300 * S)
+    assert len(bars) == n and bars["start"].iloc[-1] == start[-1] and bars["volume"].sum() == 12.5 * n

@@ -539,7 +539,9 @@ def _csv_batches(
             if chunk_bytes is None:  # the whole file at once: Arrow's multi-threaded reader
                 opts = pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=True)
                 whole = pacsv.read_csv(path, read_options=opts, **options)
-                batches: Iterator[pa.RecordBatch] = iter(whole.to_batches(1 << 62))
+                # one batch: the threaded reader returns a chunk per block (1 MiB), and a whole-file read
+                # (bars) is one table
+                batches: Iterator[pa.RecordBatch] = iter(whole.combine_chunks().to_batches())
             else:
                 opts = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=chunk_bytes)
                 # A Python file object, not the path: given a path, Arrow reads ahead of the parser
