@@ -377,22 +377,23 @@ def volume_multiplier(meta: dict, where: object = "") -> float:
     ``SYNTHETIC_VOLUME_UNITS``; an import records its own (``data import --volume-multiplier``), else 1."""
     if meta.get("source") == "synthetic":
         return SYNTHETIC_VOLUME_UNITS
-    v = meta.get("volume_multiplier", 1.0)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v <= 0:
-        raise ValueError(f"volume_multiplier: meta.json of {where} must hold a finite number > 0, got {v!r}")
-    return float(v)
+    v = _meta_number(meta, "volume_multiplier", where, positive=True)
+    return 1.0 if v is None else v
 
 
 # meta.json keys a dataset may record its instrument's costs under (``marlops data import`` writes them)
 COST_META_KEYS = ("commission_bps", "spread_bps", "tick_size")
 
 
-def _meta_cost(meta: dict, key: str, where: object) -> float | None:
+def _meta_number(meta: dict, key: str, where: object, positive: bool = False) -> float | None:
+    """A number an import recorded in meta.json (None when absent), finite and >= 0 (> 0 if ``positive``)."""
     v = meta.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v < 0:
-        raise ValueError(f"{key}: meta.json of {where} must hold a finite number >= 0, got {v!r}")
+    number = not isinstance(v, bool) and isinstance(v, int | float) and bool(np.isfinite(v))
+    if not number or v < 0 or (positive and v == 0):
+        rule = "> 0" if positive else ">= 0"
+        raise ValueError(f"{key}: meta.json of {where} must hold a finite number {rule}, got {v!r}")
     return float(v)
 
 
@@ -407,9 +408,9 @@ def costs_from_meta(
     the default. A key that is absent keeps ``base``'s figure.
     """
     cfg = base or EnvConfig()
-    commission = _meta_cost(meta, "commission_bps", where)
-    spread = _meta_cost(meta, "spread_bps", where)
-    tick = _meta_cost(meta, "tick_size", where)
+    commission = _meta_number(meta, "commission_bps", where)
+    spread = _meta_number(meta, "spread_bps", where)
+    tick = _meta_number(meta, "tick_size", where)
     half = cfg.half_spread_bps if spread is None else spread / 2.0
     if tick is not None and median_price > 0:
         half = max(half, tick / median_price * 1e4 / 2.0)
