@@ -78,6 +78,13 @@ def _main(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s"
     )
+    from marlops.secret_files import SecretSettingError, export_file_settings
+
+    try:  # MLflow and boto3 read their credentials from the environment only (docs/deployment.md)
+        export_file_settings()
+    except SecretSettingError as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
 
 
 def _tick_progress(total: int, label: str) -> tuple[Progress, callable]:

@@ -7,20 +7,21 @@ A signed request carries two headers:
 
 The timestamp is inside the MAC, so a captured request cannot be re-dated; the receiver accepts it only
 within a window around its clock and only once (replays inside the window are caught by remembering
-signatures). The key comes from ``$MARLOPS_WEBHOOK_SECRET`` and is held as a pydantic ``SecretStr`` so
-that it never shows in a repr, a log line or an error.
+signatures). The key comes from ``$MARLOPS_WEBHOOK_SECRET`` or the file ``$MARLOPS_WEBHOOK_SECRET_FILE``
+(:mod:`marlops.secret_files`; the chart mounts it) and is held as a pydantic ``SecretStr`` so that it never
+shows in a repr, a log line or an error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import time
 
 from pydantic import SecretStr
 
 from marlops.monitoring.config import WEBHOOK_SECRET_ENV
+from marlops.secret_files import SecretSettingError, read_secret
 
 TIMESTAMP_HEADER = "X-Marlops-Timestamp"
 SIGNATURE_HEADER = "X-Marlops-Signature"
@@ -33,15 +34,13 @@ class SignatureError(ValueError):
 
 
 def secret_from_env(required: bool = True) -> SecretStr | None:
-    """The HMAC key from $MARLOPS_WEBHOOK_SECRET (never printed); error if ``required`` and unset."""
-    value = os.environ.get(WEBHOOK_SECRET_ENV, "")
-    if not value:
-        if required:
-            raise SignatureError(
-                f"${WEBHOOK_SECRET_ENV} is not set: alerts are never sent or accepted unsigned"
-            )
-        return None
-    return SecretStr(value)
+    """The HMAC key from $MARLOPS_WEBHOOK_SECRET or the file $MARLOPS_WEBHOOK_SECRET_FILE (never printed);
+    error if ``required`` and neither is set, or if the file cannot be read."""
+    try:
+        secret = read_secret(WEBHOOK_SECRET_ENV, required=required)
+    except SecretSettingError as e:
+        raise SignatureError(f"{e}: alerts are never sent or accepted unsigned") from None
+    return secret
 
 
 def _key(secret: SecretStr | str | bytes) -> bytes:
