@@ -408,6 +408,26 @@ def test_every_experiment_keeps_its_artifacts_under_the_root(
     assert (tmp_path / "fresh" / "artifacts" / "0" / fresh_run / "artifacts" / "note.txt").is_file()
 
 
+def test_activate_exports_credentials_given_as_files(
+    tmp_path: Path, store: TrackingConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KFP components reach MLflow without the CLI: activate() fills MLflow's env-only settings from the
+    mounted files (a file the optional Secret lacks is skipped)."""
+    import os
+
+    from marlops.registry.config import activate
+
+    (tmp_path / "token").write_text("tok-1\n")
+    for var in ("MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, "")  # recorded, so what activate() sets is undone after the test
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN_FILE", str(tmp_path / "token"))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY_FILE", str(tmp_path / "absent"))
+    activate(store)
+    assert os.environ["MLFLOW_TRACKING_TOKEN"] == "tok-1"
+    assert "AWS_SECRET_ACCESS_KEY" not in os.environ
+
+
 def test_log_register_aliases_idempotent_and_champion_uri(tmp_path: Path, store: TrackingConfig) -> None:
     from mlflow import MlflowClient
 
