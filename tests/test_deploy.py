@@ -749,6 +749,9 @@ def test_default_deny_covers_every_pod(all_renders):
         ),
         ({"feast.onlineStore": "redis://:secret@redis:6379/0"}, "/feast/onlineStore"),
         ({"drift.extraWebhookUrls[0]": "slack"}, "/drift/extraWebhookUrls/0"),
+        ({"webhook.secretKey": "../hmac"}, "/webhook/secretKey"),  # a Secret key is a file name
+        ({"webhook.bearerTokenKey": "a/b"}, "/webhook/bearerTokenKey"),
+        ({"feast.onlineStoreSecret.key": "u rl"}, "/feast/onlineStoreSecret/key"),
     ],
 )
 def test_values_schema_rejects_bad_values(tools, values, field):
