@@ -24,6 +24,7 @@ from marlops.deploy.posture import check_objects, count_pods, pod_specs
 from marlops.deploy.render import Rendered, RenderError, helm_template
 from marlops.deploy.schemas import load_crds, validate_objects
 from marlops.deploy.tools import INTEGRITY, ToolsUnavailable, _check_integrity, ensure_tools
+from marlops.secret_files import LIBRARY_SECRETS
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "marlops"
@@ -73,6 +74,26 @@ RENDER_NAMES = [f"chart {r.name}" for r in checks.CHART_RENDERS] + [
 
 def containers(objects: list[Obj]) -> list[tuple[Obj, Obj]]:
     return [(pod.obj, c) for o in objects for pod in pod_specs(o) for c in pod.spec.get("containers") or []]
+
+
+def secret_files(pod: Obj, container: Obj) -> dict[str, tuple[str, str]]:
+    """``NAME`` -> (Secret, key) for each ``NAME_FILE`` env var of ``container`` naming a file of a mounted
+    Secret volume; an env var whose file no Secret volume provides fails the test, naming it."""
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    mounts = {m["mountPath"]: m for m in container.get("volumeMounts") or []}
+    out = {}
+    for e in container.get("env") or []:
+        if not e["name"].endswith("_FILE") or "value" not in e:
+            continue
+        path = Path(e["value"])
+        m = mounts.get(str(path.parent))
+        assert m is not None, f"{container['name']}: {e['name']}={path}: no volume mounted at {path.parent}"
+        sec = volumes[m["name"]].get("secret")
+        assert sec is not None, f"{container['name']}: {e['name']}: volume {m['name']} is not a Secret"
+        items = {i["path"]: i["key"] for i in sec.get("items") or []}
+        assert not items or path.name in items, f"{container['name']}: {e['name']}: {path.name} not projected"
+        out[e["name"].removesuffix("_FILE")] = (sec["secretName"], items.get(path.name, path.name))
+    return out
 
 
 def pod_labels(rendered: Rendered, component: str) -> dict[str, str]:
@@ -125,6 +146,27 @@ def _first(objects: list[Obj], kind: str) -> Obj:
 def _decision_container(o: Obj) -> Obj:
     return o["spec"]["predictor"]["containers"][0]
 
+
+def _deploy_pod(o: Obj) -> Obj:
+    return o["spec"]["template"]["spec"]
+
+
+def _cron_pod(o: Obj) -> Obj:
+    return o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def _volume(pod: Obj, name: str) -> Obj:
+    return next(v for v in pod["volumes"] if v["name"] == name)
+
+
+def _mount(container: Obj, name: str) -> Obj:
+    return next(m for m in container["volumeMounts"] if m["name"] == name)
+
+
+SECRET_ENV = {
+    "name": "MARLOPS_WEBHOOK_SECRET",
+    "valueFrom": {"secretKeyRef": {"name": "marlops-webhook", "key": "k"}},
+}
 
 # Each mutation breaks one rule on one rendered object: the check must name that rule.
 MUTATIONS: dict[str, tuple[str, Callable[[Obj], None]]] = {
@@ -189,6 +231,38 @@ MUTATIONS: dict[str, tuple[str, Callable[[Obj], None]]] = {
     "probes": ("Deployment", lambda o: o["spec"]["template"]["spec"]["containers"][0].pop("livenessProbe")),
     "probes:isvc": ("InferenceService", lambda o: _decision_container(o).pop("readinessProbe")),
     "runtimeRef": ("TrainJob", lambda o: o["spec"]["runtimeRef"].update(name="torch-distributed")),
+    "secretsAsFiles": ("Deployment", lambda o: _deploy_pod(o)["containers"][0]["env"].append(SECRET_ENV)),
+    "secretsAsFiles:envFrom": (
+        "CronJob",
+        lambda o: _cron_pod(o)["containers"][0]["envFrom"].append({"secretRef": {"name": "marlops-mlflow"}}),
+    ),
+    "secretsAsFiles:isvc-envFrom": (
+        "InferenceService",
+        lambda o: _decision_container(o).update(envFrom=[{"secretRef": {"name": "marlops-object-storage"}}]),
+    ),
+    "secretsAsFiles:defaultMode": (
+        "CronJob",
+        lambda o: _volume(_cron_pod(o), "webhook-secret")["secret"].update(defaultMode=0o644),
+    ),
+    "secretsAsFiles:no-defaultMode": (  # Kubernetes' default: 0644
+        "InferenceService",
+        lambda o: _volume(o["spec"]["predictor"], "mlflow-credentials")["secret"].pop("defaultMode"),
+    ),
+    "secretsAsFiles:item-mode": (
+        "CronJob",
+        lambda o: _volume(_cron_pod(o), "webhook-secret")["secret"]["items"][0].update(mode=0o440),
+    ),
+    "secretsAsFiles:projected": (
+        "Deployment",
+        lambda o: _deploy_pod(o)["volumes"].append(
+            {"name": "p", "projected": {"sources": [{"secret": {"name": "marlops-webhook"}}]}}
+        ),
+    ),
+    "secretsAsFiles:readOnly": (
+        "Deployment",
+        lambda o: _mount(_deploy_pod(o)["containers"][0], "webhook-secret").pop("readOnly"),
+    ),
+    "secretsAsFiles:fsGroup": ("Deployment", lambda o: _deploy_pod(o)["securityContext"].pop("fsGroup")),
 }
 
 
@@ -443,14 +517,78 @@ def test_drift_job_posts_signed_webhooks_to_the_trigger(chart_renders):
     urls = env["MARLOPS_WEBHOOK_URLS"]["value"].split(",")
     assert urls[0] == "http://marlops-retrain-trigger.marlops.svc.cluster.local:8080/alerts"
     assert urls[1].startswith("https://hooks.slack.com/")
-    assert env["MARLOPS_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"] == {
-        "name": "marlops-webhook",
-        "key": "hmac-key",
-    }
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert secret_files(pod, c)["MARLOPS_WEBHOOK_SECRET"] == ("marlops-webhook", "hmac-key")
     assert "--no-fail-on-drift" in c["args"]
     assert env["MARLOPS_PUSHGATEWAY"]["value"].startswith("http://pushgateway.")
-    trigger = r.get("Deployment", "marlops-retrain-trigger")["spec"]["template"]["spec"]["containers"][0]
-    assert {e["name"]: e for e in trigger["env"]}["MARLOPS_WEBHOOK_SECRET"] == env["MARLOPS_WEBHOOK_SECRET"]
+    pod = r.get("Deployment", "marlops-retrain-trigger")["spec"]["template"]["spec"]
+    assert secret_files(pod, pod["containers"][0])["MARLOPS_WEBHOOK_SECRET"] == (
+        "marlops-webhook",
+        "hmac-key",
+    )
+
+
+READ_AS_FILES = {  # what the package reads as NAME or NAME_FILE (marlops.secret_files.read_secret)
+    *LIBRARY_SECRETS,
+    "MARLOPS_WEBHOOK_SECRET",
+    "MARLOPS_WEBHOOK_BEARER_TOKEN",
+    "MARLOPS_WEBHOOK_BASIC_PASSWORD",
+    "MARLOPS_FEAST_ONLINE",
+}
+
+
+@pytest.mark.parametrize("name", RENDER_NAMES)
+def test_secrets_reach_containers_as_files(all_renders, name):
+    """Every container that talks to MLflow, object storage, the webhook receiver or a Feast Secret gets
+    NAME_FILE pointing at a key of a mounted Secret (the posture's secretsAsFiles rule forbids the env
+    route); the names are ones the package reads."""
+    seen: dict[str, set[str]] = {}
+    for o in all_renders[name].objects:
+        for pod in pod_specs(o):
+            for c in pod.spec.get("containers") or []:
+                files = secret_files(pod.spec, c)
+                assert set(files) <= READ_AS_FILES, (
+                    o["metadata"]["name"],
+                    sorted(set(files) - READ_AS_FILES),
+                )
+                seen.setdefault(pod.labels.get("app.kubernetes.io/component", ""), set()).update(files)
+    creds = set(LIBRARY_SECRETS)
+    expected = {
+        "agent": creds,
+        "drift": creds | {"MARLOPS_WEBHOOK_SECRET"},
+        "retrain-trigger": {"MARLOPS_WEBHOOK_SECRET"},
+        "training": creds,
+    }
+    for component, names in expected.items():
+        if component in seen:
+            assert names <= seen[component], (component, sorted(names - seen[component]))
+    assert seen.keys() & expected.keys()
+
+
+def test_optional_secret_files_follow_the_values(tools):
+    """The Feast URL Secret and the receiver's credentials become files only when the values name them."""
+    r = helm_template(
+        tools,
+        CHART,
+        values=[CHART / "ci" / "graph-monitoring-values.yaml"],
+        set_values={"webhook.bearerTokenKey": "bearer-token", "webhook.basicPasswordKey": "basic-password"},
+    )
+    trigger = r.get("Deployment", "marlops-retrain-trigger")["spec"]["template"]["spec"]
+    assert secret_files(trigger, trigger["containers"][0]) == {
+        "MARLOPS_WEBHOOK_SECRET": ("marlops-webhook", "hmac-key"),
+        "MARLOPS_WEBHOOK_BEARER_TOKEN": ("marlops-webhook", "bearer-token"),
+        "MARLOPS_WEBHOOK_BASIC_PASSWORD": ("marlops-webhook", "basic-password"),
+    }
+    assert "items" not in _volume(trigger, "webhook-secret")["secret"]  # the whole Secret: optional keys too
+    decision = r.get("InferenceService", "marlops-decision")["spec"]["transformer"]
+    assert secret_files(decision, decision["containers"][0]) == {
+        "MARLOPS_FEAST_ONLINE": ("marlops-feast-online", "url")
+    }
+    default = helm_template(tools, CHART).get("Deployment", "marlops-retrain-trigger")["spec"]["template"][
+        "spec"
+    ]
+    assert set(secret_files(default, default["containers"][0])) == {"MARLOPS_WEBHOOK_SECRET"}
+    assert not check_objects(r.objects)
 
 
 def test_prometheus_rule_is_monitoring_alerts(chart_renders):
@@ -611,6 +749,9 @@ def test_default_deny_covers_every_pod(all_renders):
         ),
         ({"feast.onlineStore": "redis://:secret@redis:6379/0"}, "/feast/onlineStore"),
         ({"drift.extraWebhookUrls[0]": "slack"}, "/drift/extraWebhookUrls/0"),
+        ({"webhook.secretKey": "../hmac"}, "/webhook/secretKey"),  # a Secret key is a file name
+        ({"webhook.bearerTokenKey": "a/b"}, "/webhook/bearerTokenKey"),
+        ({"feast.onlineStoreSecret.key": "u rl"}, "/feast/onlineStoreSecret/key"),
     ],
 )
 def test_values_schema_rejects_bad_values(tools, values, field):

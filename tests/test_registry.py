@@ -365,6 +365,69 @@ def test_run_folder_checks(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ MLflow
 
 
+def test_every_experiment_keeps_its_artifacts_under_the_root(
+    tmp_path: Path, store: TrackingConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's Default experiment (id 0) and the experiments the package creates by name put their
+    artifacts under the store's artifact root, never in ./mlruns of the working directory. The store's
+    database comes from a bare MlflowClient (Default at ./mlruns/0), so activate() has to repair it."""
+    from mlflow import MlflowClient
+
+    from marlops.registry import embedded_config, log_training_run
+    from marlops.registry.config import activate, ensure_experiment
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    root = Path(store.artifact_root.removeprefix("file://"))
+    stale = MlflowClient(tracking_uri=store.tracking_uri).get_experiment("0").artifact_location
+    assert not stale.startswith(store.artifact_root)  # what MLflow itself made: the repair has work to do
+
+    client = activate(store)
+    (cwd / "note.txt").write_text("x")
+    default_run = client.create_run("0").info.run_id
+    client.log_artifact(default_run, str(cwd / "note.txt"))
+    named = ensure_experiment(client, "by-name", store)
+    named_run = client.create_run(named).info.run_id
+    client.log_artifact(named_run, str(cwd / "note.txt"), "sub")
+    logged = log_training_run(make_run(tmp_path / "run", 2.0), config=store)
+
+    assert not (cwd / "mlruns").exists()
+    assert (root / "0" / default_run / "artifacts" / "note.txt").is_file()
+    assert (root / "by-name" / named_run / "artifacts" / "sub" / "note.txt").is_file()
+    assert (root / "marlops" / logged / "artifacts" / "training" / "summary.json").is_file()
+    assert client.get_experiment("0").artifact_location == f"{store.artifact_root}/0"
+    activate(store)  # idempotent
+    assert client.get_experiment("0").artifact_location == f"{store.artifact_root}/0"
+
+    fresh = embedded_config(tmp_path / "fresh")  # a database MLflow creates now, in this working directory
+    client = activate(fresh)
+    fresh_run = client.create_run("0").info.run_id
+    client.log_artifact(fresh_run, str(cwd / "note.txt"))
+    assert not (cwd / "mlruns").exists()
+    assert (tmp_path / "fresh" / "artifacts" / "0" / fresh_run / "artifacts" / "note.txt").is_file()
+
+
+def test_activate_exports_credentials_given_as_files(
+    tmp_path: Path, store: TrackingConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KFP components reach MLflow without the CLI: activate() fills MLflow's env-only settings from the
+    mounted files (a file the optional Secret lacks is skipped)."""
+    import os
+
+    from marlops.registry.config import activate
+
+    (tmp_path / "token").write_text("tok-1\n")
+    for var in ("MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, "")  # recorded, so what activate() sets is undone after the test
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN_FILE", str(tmp_path / "token"))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY_FILE", str(tmp_path / "absent"))
+    activate(store)
+    assert os.environ["MLFLOW_TRACKING_TOKEN"] == "tok-1"
+    assert "AWS_SECRET_ACCESS_KEY" not in os.environ
+
+
 def test_log_register_aliases_idempotent_and_champion_uri(tmp_path: Path, store: TrackingConfig) -> None:
     from mlflow import MlflowClient
 

@@ -53,3 +53,23 @@ def test_export_fills_library_settings_and_skips_absent_optional_keys(tmp_path: 
     assert "MLFLOW_TRACKING_TOKEN" not in env
     with pytest.raises(SecretSettingError, match="both set"):
         export_file_settings(environ={"AWS_SECRET_ACCESS_KEY": "x", "AWS_SECRET_ACCESS_KEY_FILE": "/y"})
+
+
+def test_feast_online_store_url_from_a_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart mounts the Redis URL (with its password) and sets MARLOPS_FEAST_ONLINE_FILE."""
+    from marlops.features.repo import online_store_config
+
+    url = tmp_path / "url"
+    url.write_text("redis://:pa55@redis.redis:6380/2\n")
+    monkeypatch.delenv("MARLOPS_FEAST_ONLINE", raising=False)
+    monkeypatch.setenv("MARLOPS_FEAST_ONLINE_FILE", str(url))
+    assert online_store_config() == {
+        "type": "redis",
+        "connection_string": "redis.redis:6380,db=2,password=pa55",
+    }
+    url.write_text("redis://:pa55@redis.redis:6380/x\n")
+    with pytest.raises(ValueError, match="must be a number") as e:
+        online_store_config()
+    assert "pa55" not in str(e.value)
+    monkeypatch.delenv("MARLOPS_FEAST_ONLINE_FILE")
+    assert online_store_config()["type"] == "sqlite"

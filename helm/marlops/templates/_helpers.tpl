@@ -92,6 +92,10 @@ securityContext:
 - name: MLFLOW_S3_ENDPOINT_URL
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.objectStorage.region }}
+- name: AWS_DEFAULT_REGION
+  value: {{ . | quote }}
+{{- end }}
 # The root filesystem is read-only: home, caches and the agents' ONNX cache live on /tmp.
 - name: HOME
   value: /tmp
@@ -104,35 +108,111 @@ securityContext:
 {{- define "marlops.envFrom" -}}
 - configMapRef:
     name: {{ include "marlops.fullname" . }}-feast
-{{- with .Values.mlflow.existingSecret }}
-- secretRef:
-    name: {{ . }}
+{{- end }}
+
+{{/* Secrets as files (checkov CKV_K8S_35): each Secret is a read-only volume under
+/var/run/secrets/marlops/<name>/, one file per key, and the program gets NAME_FILE (the file's path), never
+NAME (marlops.secret_files). Mode 0400 (256): kubelet gives the files to the pod's fsGroup and adds group
+read (0440 root:<fsGroup>), which is how the non-root container user reads them; no other user can. */}}
+{{- define "marlops.secretsDir" -}}/var/run/secrets/marlops{{- end }}
+
+{{/* One Secret volume: (dict "name" VOLUME "secret" NAME "optional" BOOL "keys" LIST) - no keys: every key. */}}
+{{- define "marlops.secretVolume" -}}
+- name: {{ .name }}
+  secret:
+    secretName: {{ .secret }}
+    defaultMode: 256  # 0400
+    {{- if .optional }}
     optional: true
+    {{- end }}
+    {{- with .keys }}
+    items:
+      {{- range . }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+    {{- end }}
+{{- end }}
+
+{{/* The MLflow and object-storage Secrets (both optional): NAME_FILE for each key the package reads
+(marlops.secret_files.LIBRARY_SECRETS), a file that the Secret lacks is skipped. */}}
+{{- define "marlops.credentialsEnv" -}}
+{{- $dir := include "marlops.secretsDir" . }}
+{{- if .Values.mlflow.existingSecret }}
+{{- range list "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD" "MLFLOW_TRACKING_TOKEN" }}
+- name: {{ . }}_FILE
+  value: {{ $dir }}/mlflow/{{ . }}
+{{- end }}
+{{- end }}
+{{- if .Values.objectStorage.existingSecret }}
+{{- range list "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "AWS_SESSION_TOKEN" }}
+- name: {{ . }}_FILE
+  value: {{ $dir }}/object-storage/{{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "marlops.credentialsVolumes" -}}
+{{- with .Values.mlflow.existingSecret }}
+{{ include "marlops.secretVolume" (dict "name" "mlflow-credentials" "secret" . "optional" true) }}
 {{- end }}
 {{- with .Values.objectStorage.existingSecret }}
-- secretRef:
-    name: {{ . }}
-    optional: true
+{{ include "marlops.secretVolume" (dict "name" "object-storage-credentials" "secret" . "optional" true) }}
 {{- end }}
 {{- end }}
 
-{{/* The Feast online store URL from a Secret, when one is named. */}}
+{{- define "marlops.credentialsMounts" -}}
+{{- if .Values.mlflow.existingSecret }}
+- name: mlflow-credentials
+  mountPath: {{ include "marlops.secretsDir" . }}/mlflow
+  readOnly: true
+{{- end }}
+{{- if .Values.objectStorage.existingSecret }}
+- name: object-storage-credentials
+  mountPath: {{ include "marlops.secretsDir" . }}/object-storage
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The Feast online store URL from a Secret, when one is named: MARLOPS_FEAST_ONLINE_FILE. */}}
 {{- define "marlops.feastSecretEnv" -}}
-{{- if .Values.feast.onlineStoreSecret.name }}
-- name: MARLOPS_FEAST_ONLINE
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.feast.onlineStoreSecret.name }}
-      key: {{ .Values.feast.onlineStoreSecret.key }}
+{{- with .Values.feast.onlineStoreSecret.name }}
+- name: MARLOPS_FEAST_ONLINE_FILE
+  value: {{ include "marlops.secretsDir" $ }}/feast-online/{{ $.Values.feast.onlineStoreSecret.key }}
 {{- end }}
 {{- end }}
 
+{{- define "marlops.feastSecretVolume" -}}
+{{- with .Values.feast.onlineStoreSecret.name }}
+{{ include "marlops.secretVolume" (dict "name" "feast-online" "secret" . "keys" (list $.Values.feast.onlineStoreSecret.key)) }}
+{{- end }}
+{{- end }}
+
+{{- define "marlops.feastSecretMount" -}}
+{{- if .Values.feast.onlineStoreSecret.name }}
+- name: feast-online
+  mountPath: {{ include "marlops.secretsDir" . }}/feast-online
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The webhook Secret: the HMAC key (and, on the retrain trigger, the receiver's optional credentials). */}}
 {{- define "marlops.webhookSecretEnv" -}}
-- name: MARLOPS_WEBHOOK_SECRET
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.webhook.existingSecret }}
-      key: {{ .Values.webhook.secretKey }}
+- name: MARLOPS_WEBHOOK_SECRET_FILE
+  value: {{ include "marlops.secretsDir" . }}/webhook/{{ .Values.webhook.secretKey }}
+{{- end }}
+
+{{/* (dict "ctx" $ "whole" BOOL): whole mounts every key of the Secret, else only the HMAC key. */}}
+{{- define "marlops.webhookSecretVolume" -}}
+{{- $w := .ctx.Values.webhook }}
+{{- $keys := ternary (list) (list $w.secretKey) .whole }}
+{{- include "marlops.secretVolume" (dict "name" "webhook-secret" "secret" $w.existingSecret "keys" $keys) }}
+{{- end }}
+
+{{- define "marlops.webhookSecretMount" -}}
+- name: webhook-secret
+  mountPath: {{ include "marlops.secretsDir" . }}/webhook
+  readOnly: true
 {{- end }}
 
 {{/* Volumes: the /tmp emptyDir, the shared data volume, plus extras. */}}
@@ -228,6 +308,7 @@ containers:
     env:
       {{- include "marlops.env" .ctx | nindent 6 }}
       {{- with include "marlops.feastSecretEnv" .ctx | trim }}{{ . | nindent 6 }}{{ end }}
+      {{- with include "marlops.credentialsEnv" .ctx | trim }}{{ . | nindent 6 }}{{ end }}
       - name: PYTHONUNBUFFERED
         value: "1"
     envFrom:
@@ -241,12 +322,16 @@ containers:
             (dict "subPath" "feast" "mountPath" "/var/lib/marlops/feast" "readOnly" true))) | nindent 6 }}
       - name: shm
         mountPath: /dev/shm
+      {{- with include "marlops.credentialsMounts" .ctx | trim }}{{ . | nindent 6 }}{{ end }}
+      {{- with include "marlops.feastSecretMount" .ctx | trim }}{{ . | nindent 6 }}{{ end }}
 volumes:
   {{- include "marlops.volumes" .ctx | nindent 2 }}
   - name: shm
     emptyDir:
       medium: Memory
       sizeLimit: {{ $t.shmSizeLimit }}
+  {{- with include "marlops.credentialsVolumes" .ctx | trim }}{{ . | nindent 2 }}{{ end }}
+  {{- with include "marlops.feastSecretVolume" .ctx | trim }}{{ . | nindent 2 }}{{ end }}
 {{- end }}
 
 {{/* The pods of the release's InferenceGraph router (KServe labels them with the graph's name). */}}
@@ -268,6 +353,9 @@ prometheus.io/path: /metrics
 - {name: MLFLOW_TRACKING_URI, value: {{ .Values.mlflow.trackingUri | quote }}}
 {{- with .Values.objectStorage.endpointUrl }}
 - {name: MLFLOW_S3_ENDPOINT_URL, value: {{ . | quote }}}
+{{- end }}
+{{- with .Values.objectStorage.region }}
+- {name: AWS_DEFAULT_REGION, value: {{ . | quote }}}
 {{- end }}
 - {name: HOME, value: /tmp}
 - {name: MARLOPS_CACHE, value: /tmp/marlops-cache}
@@ -311,20 +399,16 @@ containers:
       - {name: http1, containerPort: 8080, protocol: TCP}
     env:
       {{- include "marlops.servingEnv" $ | nindent 6 }}
-    envFrom:
-      {{- with $.Values.mlflow.existingSecret }}
-      - secretRef: {name: {{ . }}, optional: true}
-      {{- end }}
-      {{- with $.Values.objectStorage.existingSecret }}
-      - secretRef: {name: {{ . }}, optional: true}
-      {{- end }}
+      {{- with include "marlops.credentialsEnv" $ | trim }}{{ . | nindent 6 }}{{ end }}
     {{- include "marlops.kserveProbes" $ | nindent 4 }}
     resources:
       {{- toYaml .cfg.resources | nindent 6 }}
     {{- include "marlops.containerSecurity" $ | nindent 4 }}
     volumeMounts:
       - {name: tmp, mountPath: /tmp}
+      {{- with include "marlops.credentialsMounts" $ | trim }}{{ . | nindent 6 }}{{ end }}
 volumes:
   - name: tmp
     emptyDir: {sizeLimit: {{ $.Values.tmpSizeLimit }}}
+  {{- with include "marlops.credentialsVolumes" $ | trim }}{{ . | nindent 2 }}{{ end }}
 {{- end }}

@@ -11,6 +11,11 @@ Rules (each violation names the object, the container and the rule):
 - ``image``: tagged (or pinned by digest), never ``latest``;
 - ``probes``: readiness and liveness probes on long-running workloads (Deployments, StatefulSets,
   DaemonSets, InferenceServices); run-to-completion pods (Jobs, CronJobs, training, helm tests) need none.
+- ``secretsAsFiles``: no Secret reaches a container as environment (``env[].valueFrom.secretKeyRef``,
+  ``envFrom[].secretRef``; checkov CKV_K8S_35): Secrets are volumes, mounted ``readOnly``, whose files'
+  mode (``defaultMode``, default 0644, and each item's ``mode``) grants nothing beyond owner read (0400),
+  in a pod with an ``fsGroup`` (kubelet gives the files to that group and adds group read, which is how a
+  non-root container user reads a root-owned 0400 file).
 
 Pods are found wherever a kind embeds them, custom kinds included (InferenceService components,
 TrainingRuntime replicated jobs, PyTorchJob replicas). A TrainJob carries no pod template: its container
@@ -36,7 +41,10 @@ RULES = (
     "image",
     "probes",
     "runtimeRef",
+    "secretsAsFiles",
 )
+SECRET_FILE_MODE = 0o400  # the widest mode a Secret volume's files may have (kubelet adds group read)
+DEFAULT_SECRET_MODE = 0o644  # Kubernetes' defaultMode when none is given
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,52 @@ def _resources_problem(res: Any) -> str | None:
     return f"missing {', '.join(missing)}" if missing else None
 
 
+def _secret_volumes(spec: Obj) -> dict[str, list[str]]:
+    """Volume name -> problems of each volume holding a Secret (``secret`` or a ``projected`` source)."""
+    out: dict[str, list[str]] = {}
+    for v in spec.get("volumes") or []:
+        name = v.get("name")
+        if "secret" in v:
+            holder, items = v["secret"] or {}, (v["secret"] or {}).get("items") or []
+        elif any("secret" in src for src in (v.get("projected") or {}).get("sources") or []):
+            holder = v["projected"]
+            items = [
+                i for src in holder.get("sources") or [] for i in (src.get("secret") or {}).get("items") or []
+            ]
+        else:
+            continue
+        problems = []
+        mode = holder.get("defaultMode", DEFAULT_SECRET_MODE)
+        if not isinstance(mode, int) or mode & ~SECRET_FILE_MODE:
+            problems.append(f"volume {name}: defaultMode {_octal(mode)} is wider than 0400")
+        for i in items:
+            if "mode" in i and (not isinstance(i["mode"], int) or i["mode"] & ~SECRET_FILE_MODE):
+                problems.append(
+                    f"volume {name}: item {i.get('key')} mode {_octal(i['mode'])} is wider than 0400"
+                )
+        out[name] = problems
+    return out
+
+
+def _octal(mode: Any) -> str:
+    return f"{mode:#o}" if isinstance(mode, int) else repr(mode)
+
+
+def _secret_env(c: Obj) -> list[str]:
+    """What hands a Secret to container ``c`` as environment variables."""
+    out = [
+        f"env {e.get('name')} from secretKeyRef {e['valueFrom']['secretKeyRef'].get('name')}"
+        for e in c.get("env") or []
+        if (e.get("valueFrom") or {}).get("secretKeyRef")
+    ]
+    out += [
+        f"envFrom secretRef {e['secretRef'].get('name')}"
+        for e in c.get("envFrom") or []
+        if e.get("secretRef")
+    ]
+    return out
+
+
 def check_pod(pod: PodRef) -> list[Violation]:
     out: list[Violation] = []
     r = _ref(pod.obj)
@@ -129,6 +183,19 @@ def check_pod(pod: PodRef) -> list[Violation]:
     containers += [("initContainers", c) for c in pod.spec.get("initContainers") or []]
     if not containers:
         out.append(Violation(r, pod.path, "image", "no containers"))
+    secrets = _secret_volumes(pod.spec)
+    for problem in (p for problems in secrets.values() for p in problems):
+        out.append(Violation(r, pod.path, "secretsAsFiles", problem))
+    if secrets and psc.get("fsGroup") is None:
+        out.append(
+            Violation(
+                r,
+                pod.path,
+                "secretsAsFiles",
+                f"Secret volumes {sorted(secrets)} without securityContext.fsGroup: their 0400 files are "
+                "root's, unreadable by a non-root container",
+            )
+        )
     for group, c in containers:
         where = f"{pod.path}.{group}[{c.get('name')}]"
         sc = c.get("securityContext") or {}
@@ -162,6 +229,14 @@ def check_pod(pod: PodRef) -> list[Violation]:
             bad("resources", p)
         if (p := _image_problem(c.get("image"))) is not None:
             bad("image", p)
+        for how in _secret_env(c):
+            bad("secretsAsFiles", f"{how}: mount the Secret as a file and pass its path (NAME_FILE)")
+        for m in c.get("volumeMounts") or []:
+            if m.get("name") in secrets and m.get("readOnly") is not True:
+                bad(
+                    "secretsAsFiles",
+                    f"Secret volume {m.get('name')} mounted at {m.get('mountPath')} not readOnly",
+                )
         if pod.long_running and group == "containers":
             for probe in ("readinessProbe", "livenessProbe"):
                 if not c.get(probe):

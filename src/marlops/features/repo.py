@@ -82,19 +82,26 @@ auth:
 
 def online_store_config(online: str | None = None) -> dict[str, str]:
     """The ``online_store`` section for ``online``: ``"sqlite"`` (the embedded default) or a Redis URL
-    ``redis://[:password@]host[:port][/db]`` (``rediss://`` for TLS). None: $MARLOPS_FEAST_ONLINE or sqlite.
+    ``redis://[:password@]host[:port][/db]`` (``rediss://`` for TLS). None: $MARLOPS_FEAST_ONLINE, the file
+    $MARLOPS_FEAST_ONLINE_FILE (a URL with a password, mounted from a Secret), or sqlite.
     """
-    spec = online if online is not None else (os.environ.get(ONLINE_ENV) or "sqlite")
+    if online is None:
+        from marlops.secret_files import read_secret
+
+        secret = read_secret(ONLINE_ENV)
+        online = secret.get_secret_value() if secret is not None else "sqlite"
+    spec = online
     if spec == "sqlite":
         return {"type": "sqlite", "path": f"{DATA_DIR}/online_store.db"}
     u = urlparse(spec)
+    shown = spec.replace(f":{u.password}@", ":***@") if u.password else spec  # errors never show the password
     if u.scheme not in ("redis", "rediss") or not u.hostname:
-        raise ValueError(f"online store {spec!r}: expected 'sqlite' or a URL redis://host:port/db")
+        raise ValueError(f"online store {shown!r}: expected 'sqlite' or a URL redis://host:port/db")
     parts = [f"{u.hostname}:{u.port or 6379}"]
     db = u.path.strip("/")
     if db:
         if not db.isdigit():
-            raise ValueError(f"online store {spec!r}: the Redis database must be a number, got {db!r}")
+            raise ValueError(f"online store {shown!r}: the Redis database must be a number, got {db!r}")
         parts.append(f"db={int(db)}")
     if u.password:
         parts.append(f"password={unquote(u.password)}")

@@ -9,11 +9,17 @@ Resolution order of :func:`resolve_tracking`:
 
 The registry URI follows the tracking URI unless ``MLFLOW_REGISTRY_URI`` says otherwise. With a server
 the artifact location is the server's (``--artifacts-destination``, e.g. object storage).
+
+With a sqlite store every experiment keeps its artifacts under the artifact root: the ones this package
+creates (:func:`ensure_experiment`) at ``<root>/<name>``, and MLflow's own ``Default`` experiment (id 0) at
+``<root>/0`` (:func:`activate` repairs it: a client-side MLflow creates it at ``./mlruns/0`` of whatever the
+working directory is).
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +30,8 @@ if TYPE_CHECKING:  # mlflow takes seconds to import; only the functions that tal
 MLFLOW_DIR_ENV = "MARLOPS_MLFLOW_DIR"
 DEFAULT_MLFLOW_DIR = Path("data/mlflow")
 DEFAULT_EXPERIMENT = "marlops"
+MLFLOW_DEFAULT_EXPERIMENT_ID = "0"  # MLflow's "Default" experiment, created with the database
+SQLITE_PREFIX = "sqlite:///"
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,8 @@ def resolve_tracking(tracking_uri: str | None = None, directory: str | Path | No
         return embedded_config(directory)
     registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
     artifact_root = None
-    if uri.startswith("sqlite:///"):  # a sqlite file named explicitly: keep artifacts beside it
-        artifact_root = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
+    if uri.startswith(SQLITE_PREFIX):  # a sqlite file named explicitly: keep artifacts beside it
+        artifact_root = (Path(uri.removeprefix(SQLITE_PREFIX)).resolve().parent / "artifacts").as_uri()
     return TrackingConfig(uri, registry, artifact_root, embedded=False)
 
 
@@ -64,12 +72,45 @@ def activate(config: TrackingConfig) -> MlflowClient:
     """Point MLflow's process-wide fluent API at ``config`` and return a client for it.
 
     Model logging and ``models:/`` downloads go through the fluent API, so the global URIs are set.
+    Credentials given as files (``MLFLOW_TRACKING_PASSWORD_FILE``, ``AWS_SECRET_ACCESS_KEY_FILE`` …, mounted
+    Secrets) are exported first: KFP components and other entry points that skip the ``marlops`` CLI
+    reach MLflow through here, and MLflow and boto3 read only the environment.
     """
     import mlflow
 
+    from marlops.secret_files import export_file_settings
+
+    export_file_settings()
     mlflow.set_tracking_uri(config.tracking_uri)
     mlflow.set_registry_uri(config.registry_uri)
-    return mlflow.MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.registry_uri)
+    client = mlflow.MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.registry_uri)
+    place_default_experiment(client, config)
+    return client
+
+
+def place_default_experiment(client: MlflowClient, config: TrackingConfig) -> None:
+    """Put the artifacts of MLflow's ``Default`` experiment (id 0) under the config's artifact root.
+
+    A client-side sqlite store creates that experiment with the database, at ``<default root>/0`` where the
+    default root is ``./mlruns`` of the working directory (MLflow offers no setting for it outside
+    ``mlflow server``), so runs logged there would land beside whatever folder a command ran in. MLflow has
+    no API to move an experiment, so its ``artifact_location`` is rewritten in the database; runs already
+    logged keep their own ``artifact_uri``. Only sqlite stores with an artifact root are touched: a
+    server owns its experiments.
+    """
+    if not config.artifact_root or not config.tracking_uri.startswith(SQLITE_PREFIX):
+        return
+    wanted = f"{config.artifact_root}/{MLFLOW_DEFAULT_EXPERIMENT_ID}"
+    exp = client.get_experiment(MLFLOW_DEFAULT_EXPERIMENT_ID)  # creates the database on first use
+    if exp.artifact_location == wanted:
+        return
+    db = config.tracking_uri.removeprefix(SQLITE_PREFIX)
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+            (wanted, int(MLFLOW_DEFAULT_EXPERIMENT_ID)),
+        )
+    conn.close()
 
 
 def ensure_experiment(client: MlflowClient, name: str, config: TrackingConfig) -> str:
