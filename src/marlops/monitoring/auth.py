@@ -40,10 +40,10 @@ SETTINGS = {
 
 
 class AuthError(ValueError):
-    """A request's credentials are missing or wrong (HTTP 401); the message names the scheme."""
+    """A request's credentials are missing or wrong (HTTP 401); the message names the scheme (if any)."""
 
-    def __init__(self, scheme: str, message: str) -> None:
-        super().__init__(f"{scheme}: {message}")
+    def __init__(self, scheme: str | None, message: str) -> None:
+        super().__init__(message if scheme is None else f"{scheme}: {message}")
         self.scheme = scheme
 
 
@@ -121,7 +121,7 @@ def authenticate(
     authz = headers.get("authorization")
     if not authz:
         raise AuthError(
-            "none",
+            None,
             f"unauthenticated request: no {TIMESTAMP_HEADER}/{SIGNATURE_HEADER} headers and no Authorization "
             f"header (this receiver accepts: {', '.join(creds.schemes)})",
         )
