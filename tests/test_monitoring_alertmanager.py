@@ -103,12 +103,22 @@ def test_a_group_maps_to_drift_alerts() -> None:
     assert len(ids) == 4 and all(len(i) <= 128 for i in ids)
 
 
+def test_alertmanager_timestamps_parse() -> None:
+    """Alertmanager writes nanoseconds (Go's RFC 3339) and a zero endsAt while firing."""
+    a = _am("MarlopsDataDrift")
+    a["startsAt"] = "2025-03-01T12:00:00.123456789Z"
+    (r,) = parse_notification(_notification(a)).alerts
+    assert r.alert.created_at == T0 + timedelta(microseconds=123456)
+    assert r.alert.alert_id == alert_id(GROUP, "a1", r.alert.created_at, "firing")
+
+
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
         (lambda b: b["alerts"][0]["labels"].pop("alertname"), "alerts.0.labels.alertname"),
         (lambda b: b["alerts"][1].pop("fingerprint"), "alerts.1.fingerprint"),
         (lambda b: b["alerts"][0].update(startsAt="yesterday"), "alerts.0.startsAt"),
+        (lambda b: b["alerts"][1].update(endsAt=None, generatorURL=7), "alerts.1.generatorURL"),
         (lambda b: b["alerts"][0].update(status="pending"), "alerts.0.status"),
         (lambda b: b["alerts"][0]["labels"].update(value=1.5), "alerts.0.labels.value"),
         (lambda b: b.pop("groupKey"), "groupKey"),

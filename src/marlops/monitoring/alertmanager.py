@@ -118,11 +118,7 @@ def parse_notification(payload: dict[str, Any]) -> Received:
     for i, a in enumerate(n.alerts):
         if not a.labels.get("alertname"):
             raise AlertFormatError(f"field 'alerts.{i}.labels.alertname': missing")
-    try:
-        alerts = [_drift_alert(n, a) for a in n.alerts]
-    except ValidationError as e:  # e.g. a startsAt in an unparseable form
-        raise _field_error(e) from None
-    return Received(alerts, n.groupKey, n.truncatedAlerts)
+    return Received([_drift_alert(n, a) for a in n.alerts], n.groupKey, n.truncatedAlerts)
 
 
 def parse_received(payload: Any) -> Received:
