@@ -182,16 +182,14 @@ def _counts(receiver_url: str) -> dict[str, float]:
     }
 
 
-def _am_alert(name: str, starts: datetime, ends: datetime | None = None, **labels: str) -> dict:
-    alert = {
+def _am_alert(name: str, starts: datetime, **labels: str) -> dict:
+    """An alert as Prometheus posts it to Alertmanager's API (no endsAt: firing)."""
+    return {
         "labels": {"alertname": name, "severity": "info", "service": "marlops", **labels},
         "annotations": {"summary": f"{name} for the test"},
         "startsAt": starts.isoformat(),
         "generatorURL": "http://prometheus.example/graph?g0.expr=marlops_drift_share",
     }
-    if ends is not None:
-        alert["endsAt"] = ends.isoformat()
-    return alert
 
 
 def _held(api: str) -> dict:
