@@ -140,13 +140,17 @@ def webhook_app(trigger_factory: TriggerFactory) -> typer.Typer:
             typer.Option("--param", "-p", help="Retraining pipeline parameter KEY=VALUE (repeatable)."),
         ] = None,
     ) -> None:
-        """Serve POST /alerts, GET /runs, /healthz, /metrics.
+        """Serve POST /alerts (the drift job's alerts, Alertmanager's notifications), GET /runs, /healthz,
+        /metrics.
 
-        POST /alerts takes the drift job's alerts and Alertmanager's webhook notifications, authenticated
-        by any scheme that is on (at least one must be): hmac (the drift job's signature):
-        $MARLOPS_WEBHOOK_SECRET[_FILE]; bearer (Alertmanager's http_config.authorization):
-        $MARLOPS_WEBHOOK_BEARER_TOKEN[_FILE]; basic (Alertmanager's basic_auth): $MARLOPS_WEBHOOK_BASIC_USER
-        and $MARLOPS_WEBHOOK_BASIC_PASSWORD[_FILE]. Each NAME_FILE names a file holding the value."""
+        Authentication, at least one scheme on (NAME_FILE: a file holding the value):
+
+        hmac (the drift job's signature): $MARLOPS_WEBHOOK_SECRET[_FILE]
+
+        bearer (Alertmanager's authorization): $MARLOPS_WEBHOOK_BEARER_TOKEN[_FILE]
+
+        basic (Alertmanager's basic_auth): $MARLOPS_WEBHOOK_BASIC_USER, $MARLOPS_WEBHOOK_BASIC_PASSWORD[_FILE]
+        """
         from marlops.monitoring.auth import Credentials
         from marlops.monitoring.receiver import ReceiverSettings, serve
 
