@@ -235,7 +235,8 @@ def test_a_stock_alertmanager_starts_one_retraining_per_group(
 
     # Alertmanager repeats the group (repeat_interval 3 s): 200 duplicate, no second retraining
     _until("a repeated notification", lambda: _counts(recv_url).get("duplicate", 0) >= 1)
-    # the wrong token: Alertmanager's delivery is answered 401 (not retried: a 4xx is final)
+    # the wrong token: Alertmanager's delivery is answered 401 (a 4xx is not retried within the
+    # notification; the unnotified group is sent again at the next group_interval)
     _until("the wrong-token notification", lambda: _counts(recv_url).get("unauthorized", 0) >= 1)
 
     # both alerts resolve: the resolved notification is recorded and ignored
