@@ -1,9 +1,13 @@
 """monitoring/: the PrometheusRule against the Prometheus Operator CRD schema (and promtool where installed),
-the Grafana dashboard, and that both only use the metrics the serving and drift contracts name."""
+the Alertmanager snippet (amtool where installed), the Grafana dashboard, and that they only use the
+metrics and alert names the serving and drift contracts name. promtool and amtool are Debian's
+``prometheus`` and ``prometheus-alertmanager``; with ``MARLOPS_REQUIRE_ALERTMANAGER=1`` (.ci/run) a missing
+one fails the test instead of skipping it."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +21,18 @@ REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO.parent / "shared" / "crds"
 RULES = REPO / "monitoring" / "alerts.yaml"
 DASHBOARD = REPO / "monitoring" / "grafana-dashboard.json"
+ALERTMANAGER = REPO / "monitoring" / "alertmanager.yaml"
+
+
+def _tool(name: str) -> str:
+    """The tool's path; skip without it, unless CI requires it (then fail)."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("MARLOPS_REQUIRE_ALERTMANAGER") == "1":
+            pytest.fail(f"MARLOPS_REQUIRE_ALERTMANAGER=1 but {name} is not on PATH", pytrace=False)
+        pytest.skip(f"{name} not installed (Debian: prometheus / prometheus-alertmanager)")
+    return path
+
 
 # The contract's metric names (docs/monitoring.md): serving side, drift job, retrain trigger.
 CONTRACT = {
@@ -88,12 +104,12 @@ def test_rules_cover_the_issue_and_use_contract_metrics() -> None:
     assert all(re.fullmatch(r"[a-z_]+:[a-z_0-9]+:[a-z_0-9]+", r) for r in records)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian: prometheus)")
 def test_promtool_checks_and_unit_tests_the_rules(tmp_path: Path) -> None:
+    promtool = _tool("promtool")
     groups = {"groups": yaml.safe_load(RULES.read_text())["spec"]["groups"]}
     rules = tmp_path / "rules.yml"
     rules.write_text(yaml.safe_dump(groups))
-    check = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True)
+    check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     ann = {r["alert"]: r["annotations"] for g in groups["groups"] for r in g["rules"] if "alert" in r}
     fired = {"severity": "warning", "service": "marlops"}
@@ -163,8 +179,29 @@ def test_promtool_checks_and_unit_tests_the_rules(tmp_path: Path) -> None:
     }
     spec = tmp_path / "tests.yml"
     spec.write_text(yaml.safe_dump(tests))
-    run = subprocess.run(["promtool", "test", "rules", str(spec)], capture_output=True, text=True)
+    run = subprocess.run([promtool, "test", "rules", str(spec)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_alertmanager_snippet_routes_the_drift_rules_to_the_trigger(tmp_path: Path) -> None:
+    from marlops.monitoring.alerts import DRIFT_RULES
+
+    rule = yaml.safe_load(RULES.read_text())
+    drift_group = next(g for g in rule["spec"]["groups"] if g["name"] == "marlops.drift")
+    assert set(DRIFT_RULES) <= {r.get("alert") for r in drift_group["rules"]}
+    cfg = yaml.safe_load(ALERTMANAGER.read_text())
+    (route,) = [r for r in cfg["route"]["routes"] if r["receiver"] == "marlops-retrain"]
+    assert route["matchers"] == [f'alertname=~"{"|".join(DRIFT_RULES)}"'] and route["continue"] is True
+    (hook,) = next(r for r in cfg["receivers"] if r["name"] == "marlops-retrain")["webhook_configs"]
+    assert hook["send_resolved"] is True and hook["url"].endswith(":8080/alerts")
+    assert hook["http_config"]["authorization"]["credentials_file"].startswith("/etc/alertmanager/secrets/")
+    amtool = _tool("amtool")
+    check = subprocess.run([amtool, "check-config", str(ALERTMANAGER)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    broken = tmp_path / "broken.yaml"  # amtool does check: a route to a receiver that does not exist
+    broken.write_text(ALERTMANAGER.read_text().replace("- receiver: marlops-retrain", "- receiver: nobody"))
+    check = subprocess.run([amtool, "check-config", str(broken)], capture_output=True, text=True)
+    assert check.returncode != 0 and "nobody" in check.stdout + check.stderr
 
 
 def test_grafana_dashboard() -> None:

@@ -3,7 +3,8 @@
 - **generic**: :class:`DriftAlert` as JSON; what ``marlops webhook serve`` accepts.
 - **slack**: an incoming-webhook message, ``text`` (fallback) plus ``blocks`` (header, fields, context).
 - **alertmanager**: the body of Alertmanager's ``POST /api/v2/alerts``: a list of alerts, each with
-  ``labels``, ``annotations``, ``startsAt`` (and ``generatorURL``); the receiver accepts this form too.
+  ``labels``, ``annotations``, ``startsAt`` (and ``generatorURL``); the receiver accepts this form too
+  (and Alertmanager's own webhook notifications: :mod:`marlops.monitoring.alertmanager`).
 
 Every format carries the alert id (the drift run's id), so a receiver can de-duplicate retries.
 """
@@ -19,6 +20,8 @@ from marlops.monitoring.drift import DriftResult
 
 ALERT_KIND = "marlops.drift"
 ALERT_NAME = "MarlopsDataDrift"
+DRIFT_RULES: tuple[str, ...] = (ALERT_NAME, "MarlopsFeatureDrift")
+"""The drift rules of monitoring/alerts.yaml: the alert names that start a retraining."""
 Format = Literal["generic", "slack", "alertmanager"]
 FORMATS: tuple[str, ...] = ("generic", "slack", "alertmanager")
 
@@ -141,15 +144,18 @@ def parse_alert(payload: Any) -> DriftAlert:
     try:
         if isinstance(payload, dict):
             if payload.get("kind") != ALERT_KIND:
-                raise AlertFormatError(f"field 'kind': expected {ALERT_KIND!r}, got {payload.get('kind')!r}")
+                raise AlertFormatError(
+                    f"field 'kind': expected {ALERT_KIND!r}, got {payload.get('kind')!r} (or an Alertmanager "
+                    "notification: field 'version': '4')"
+                )
             return DriftAlert.model_validate(payload)
         if isinstance(payload, list):
             if len(payload) != 1 or not isinstance(payload[0], dict):
                 raise AlertFormatError("an Alertmanager body must be a list of exactly one alert object")
             am = payload[0]
             labels, ann = am.get("labels"), am.get("annotations") or {}
-            if not isinstance(labels, dict) or labels.get("alertname") != ALERT_NAME:
-                raise AlertFormatError(f"field '0.labels.alertname': expected {ALERT_NAME!r}")
+            if not isinstance(labels, dict) or labels.get("alertname") not in DRIFT_RULES:
+                raise AlertFormatError(f"field '0.labels.alertname': expected one of {DRIFT_RULES}")
             return DriftAlert(
                 alert_id=labels.get("alert_id", ""),
                 created_at=ann.get("created_at") or am.get("startsAt"),

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from marlops.monitoring.config import WEBHOOK_SECRET_ENV, ConfigError, load_config
+from marlops.monitoring.config import ConfigError, load_config
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -112,7 +112,8 @@ def webhook_app(trigger_factory: TriggerFactory) -> typer.Typer:
     """The ``webhook`` command group; ``trigger_factory(kfp_host, params)`` returns the retraining
     trigger (a callable taking the alert)."""
     app = typer.Typer(
-        help="The retrain trigger: receive signed drift alerts, start retraining.", no_args_is_help=True
+        help="The retrain trigger: receive drift alerts (signed, or from Alertmanager), start retraining.",
+        no_args_is_help=True,
     )
 
     @app.command("serve")
@@ -139,17 +140,26 @@ def webhook_app(trigger_factory: TriggerFactory) -> typer.Typer:
             typer.Option("--param", "-p", help="Retraining pipeline parameter KEY=VALUE (repeatable)."),
         ] = None,
     ) -> None:
-        """Serve POST /alerts (signed with $MARLOPS_WEBHOOK_SECRET), GET /runs, /healthz, /metrics."""
+        """Serve POST /alerts (the drift job's alerts, Alertmanager's notifications), GET /runs, /healthz,
+        /metrics.
+
+        Authentication, at least one scheme on (NAME_FILE: a file holding the value):
+
+        hmac (the drift job's signature): $MARLOPS_WEBHOOK_SECRET[_FILE]
+
+        bearer (Alertmanager's authorization): $MARLOPS_WEBHOOK_BEARER_TOKEN[_FILE]
+
+        basic (Alertmanager's basic_auth): $MARLOPS_WEBHOOK_BASIC_USER, $MARLOPS_WEBHOOK_BASIC_PASSWORD[_FILE]
+        """
+        from marlops.monitoring.auth import Credentials
         from marlops.monitoring.receiver import ReceiverSettings, serve
-        from marlops.monitoring.signing import SignatureError, secret_from_env
 
         logging.getLogger("marlops").setLevel(logging.INFO)
         try:
-            secret = secret_from_env(required=True)
-        except SignatureError as e:
+            credentials = Credentials.from_env()
+        except ValueError as e:  # SecretSettingError too: both name the variable, never the value
             err_console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(EXIT_ERROR) from None
-        assert secret is not None
         params: dict[str, str] = {}
         for kv in param or []:
             key, sep, value = kv.partition("=")
@@ -158,13 +168,13 @@ def webhook_app(trigger_factory: TriggerFactory) -> typer.Typer:
                 raise typer.Exit(EXIT_ERROR)
             params[key] = value
         settings = ReceiverSettings(
-            secret=secret, state_dir=state, cooldown_s=cooldown, tolerance_s=tolerance,
+            credentials=credentials, state_dir=state, cooldown_s=cooldown, tolerance_s=tolerance,
             max_body_bytes=max_body, rate_limit=rate_limit,
         )  # fmt: skip
         mode = f"Kubeflow at {kfp_host}" if kfp_host else "kfp.local"
         console.print(
             f"retrain trigger on http://{host}:{port}/alerts → retraining via {mode}; "
-            f"key from ${WEBHOOK_SECRET_ENV}; state {state}"
+            f"auth: {', '.join(credentials.schemes)}; state {state}"
         )
         serve(settings, trigger_factory(kfp_host, params), host=host, port=port)
 

@@ -1,22 +1,28 @@
-"""``marlops webhook serve``: the retrain trigger. Verifies signed drift alerts and starts one retraining.
+"""``marlops webhook serve``: the retrain trigger. Authenticates drift alerts and starts one retraining.
 
-``POST /alerts`` (the drift job's generic JSON, or an Alertmanager list of one alert), in this order:
+``POST /alerts`` takes the drift job's generic JSON, the one-alert list of Alertmanager's API, or a stock
+Alertmanager's webhook notification (a group of alerts, :mod:`marlops.monitoring.alertmanager`), in
+this order:
 
 1. rate limit (a token bucket over all callers): 429 with ``Retry-After``;
 2. body larger than ``max_body_bytes``: 413;
-3. missing signature headers, a timestamp outside ±``tolerance_s``, a wrong signature: 401;
-4. a signature already seen inside its window (a replayed request): 409;
+3. credentials (:mod:`marlops.monitoring.auth`: HMAC signature, bearer token or basic auth, by the
+   headers sent) missing, wrong, or of a scheme not configured: 401 naming the scheme;
+4. an HMAC signature already seen inside its window (a replayed request): 409;
 5. not JSON, or not a drift alert: 400 naming the field;
-6. an alert id already handled (the sender retried): 200 ``duplicate`` with the original outcome;
-7. a resolved alert: 200 ``ignored``;
-8. within ``cooldown_s`` of the last retraining that did not fail: 200 ``cooldown`` (an alert storm
-   starts one retraining);
-9. otherwise: 202 ``accepted``; the injected trigger (the retraining pipeline's submit) runs in a
-   background thread and its run id is recorded (``GET /runs``).
+6. then per alert: an id already handled (the sender retried, Alertmanager repeated the group):
+   ``duplicate`` with the original outcome; resolved, or not a drift rule: ``ignored``;
+7. new firing drift alerts within ``cooldown_s`` of the last retraining that did not fail: ``cooldown``
+   (an alert storm starts one retraining);
+8. otherwise one retraining for the request (202 ``accepted``): a group of several firing drift alerts
+   starts one, every alert recorded against it; the injected trigger (the retraining pipeline's submit)
+   runs in a background thread and its run id is recorded (``GET /runs``, plain text).
 
-The trigger is injected (a callable taking the :class:`DriftAlert`): this package never imports the
-pipeline (which imports training); the CLI wires ``marlops.pipeline.submit.submit_retraining`` in.
-State lives in :class:`TriggerState` (sqlite under ``--state``), so a restart keeps every decision.
+Steps 6–7 answer 200 with the request's outcome (``cooldown`` > ``duplicate`` > ``ignored``) and, for
+each alert, its own in ``alerts``. The trigger is injected (a callable taking the :class:`DriftAlert`):
+this package never imports the pipeline (which imports training); the CLI wires
+``marlops.pipeline.submit.submit_retraining`` in. State lives in :class:`TriggerState` (sqlite under
+``--state``), so a restart keeps every decision.
 """
 
 from __future__ import annotations
@@ -36,24 +42,22 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, SecretStr
 
-from marlops.monitoring.alerts import AlertFormatError, DriftAlert, parse_alert
-from marlops.monitoring.signing import (
-    DEFAULT_TOLERANCE_S,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    SignatureError,
-    verify,
-)
+from marlops.monitoring.alertmanager import Received, ReceivedAlert, parse_received
+from marlops.monitoring.alerts import AlertFormatError, DriftAlert
+from marlops.monitoring.auth import AuthError, Credentials, authenticate
+from marlops.monitoring.signing import DEFAULT_TOLERANCE_S
 from marlops.monitoring.trigger_state import TriggerState
 
 log = logging.getLogger(__name__)
 Trigger = Callable[[DriftAlert], Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReceiverSettings:
-    secret: SecretStr
     state_dir: Path
+    credentials: Credentials | None = None
+    secret: SecretStr | None = None
+    """Shorthand for ``credentials=Credentials(hmac_secret=secret)`` (the drift job's key only)."""
     cooldown_s: float = 3600.0
     tolerance_s: float = DEFAULT_TOLERANCE_S
     max_body_bytes: int = 64 * 1024
@@ -66,8 +70,15 @@ class ReceiverSettings:
             raise ValueError("cooldown_s must be ≥ 0, tolerance_s and max_body_bytes > 0")
         if self.rate_limit < 1 or self.rate_window_s <= 0:
             raise ValueError("rate_limit must be ≥ 1 and rate_window_s > 0")
-        if not self.secret.get_secret_value():
-            raise ValueError("the webhook secret is empty")
+        if self.credentials is None:
+            object.__setattr__(self, "credentials", Credentials(hmac_secret=self.secret))
+        elif self.secret is not None:
+            raise ValueError("give the HMAC key in credentials or as secret, not both")
+
+    @property
+    def auth(self) -> Credentials:
+        assert self.credentials is not None  # set in __post_init__
+        return self.credentials
 
 
 class _TokenBucket:
@@ -104,6 +115,10 @@ def _describe(result: Any) -> tuple[str | None, dict | None]:
     if run_id is None and isinstance(result, str):
         run_id = result
     return (None if run_id is None else str(run_id)), detail
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def create_app(
@@ -161,45 +176,75 @@ def create_app(
             chunks.append(chunk)
         body = b"".join(chunks)
         now = clock()
-        ts_header, sig = request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER)
         try:
-            ts = verify(settings.secret, ts_header, sig, body, now=now, tolerance_s=settings.tolerance_s)
-        except SignatureError as e:
+            who = authenticate(settings.auth, request.headers, body, now, settings.tolerance_s)
+        except AuthError as e:
             return answer(401, "unauthorized", detail=str(e))
-        assert sig is not None
-        if not state.remember_signature(sig, ts + settings.tolerance_s, now):
-            return answer(409, "replayed", detail="this signed request was already received")
+        if who.signature is not None and who.timestamp is not None:
+            if not state.remember_signature(who.signature, who.timestamp + settings.tolerance_s, now):
+                return answer(409, "replayed", detail="this signed request was already received")
         try:
-            alert = parse_alert(json.loads(body))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            payload = json.loads(body, parse_constant=_no_constants)
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, NaN/Infinity
             return answer(400, "bad_request", detail=f"body is not JSON: {e}")
+        try:
+            received = parse_received(payload)
         except AlertFormatError as e:
             return answer(400, "bad_request", detail=str(e))
+        if received.truncated:
+            log.warning(
+                "Alertmanager left out %d alert(s) of group %s", received.truncated, received.group_key
+            )
         with state.lock:  # one decision at a time: an alert storm must start one retraining
-            seen = state.alert_outcome(alert.alert_id)
+            code, outcome, reply, started = decide(received, now)
+        if started is not None:
+            t = threading.Thread(target=run_trigger, args=started, name="retrain", daemon=True)
+            threads.append(t)
+            t.start()
+        return answer(code, outcome, **reply)
+
+    def decide(received: Received, now: float) -> tuple[int, str, dict, tuple[str, DriftAlert] | None]:
+        """Each alert's outcome, and at most one retraining for the request (under ``state.lock``)."""
+        items: list[dict] = []
+        new: list[tuple[ReceivedAlert, dict]] = []
+        for r in received.alerts:
+            a = r.alert
+            item = {"alert_id": a.alert_id, "alertname": r.name, "fingerprint": r.fingerprint}
+            item["status"] = a.status  # firing | resolved
+            items.append(item)
+            seen = state.alert_outcome(a.alert_id)
             if seen is not None:
-                return answer(
-                    200, "duplicate", alert_id=alert.alert_id, first_outcome=seen[0], trigger_id=seen[1]
-                )
-            if alert.status != "firing":
-                state.record_alert(alert.alert_id, "ignored", now)
-                return answer(200, "ignored", alert_id=alert.alert_id, detail="alert is resolved")
+                item.update(outcome="duplicate", first_outcome=seen[0], trigger_id=seen[1])
+            elif a.status != "firing" or not r.drift:
+                why = "alert is resolved" if a.status != "firing" else f"{r.name} is not a drift rule"
+                state.record_alert(a.alert_id, "ignored", now)
+                item.update(outcome="ignored", detail=why)
+            else:
+                new.append((r, item))
+        started = None
+        if new:
             last = state.last_active_trigger()
             if last is not None and now - last.created_at < settings.cooldown_s:
-                state.record_alert(alert.alert_id, "cooldown", now, last.trigger_id)
-                return answer(
-                    200,
-                    "cooldown",
-                    alert_id=alert.alert_id,
-                    trigger_id=last.trigger_id,
-                    retry_after_s=round(settings.cooldown_s - (now - last.created_at), 1),
-                )
-            record = state.start_trigger(alert.alert_id, now)
-            state.record_alert(alert.alert_id, "triggered", now, record.trigger_id)
-        t = threading.Thread(target=run_trigger, args=(record.trigger_id, alert), name="retrain", daemon=True)
-        threads.append(t)
-        t.start()
-        return answer(202, "accepted", alert_id=alert.alert_id, trigger_id=record.trigger_id)
+                outcome, tid = "cooldown", last.trigger_id
+                retry = round(settings.cooldown_s - (now - last.created_at), 1)
+                for _, item in new:
+                    item.update(retry_after_s=retry)
+            else:
+                first = new[0][0].alert
+                outcome, tid = "triggered", state.start_trigger(first.alert_id, now).trigger_id
+                datasets = list(dict.fromkeys(d for r, _ in new for d in r.alert.drifted_datasets))
+                started = (tid, first.model_copy(update={"drifted_datasets": datasets}))
+            for r, item in new:
+                state.record_alert(r.alert.alert_id, outcome, now, tid)
+                item.update(outcome=outcome, trigger_id=tid)
+        order = ("triggered", "cooldown", "duplicate", "ignored")
+        main = min(items, key=lambda i: order.index(i["outcome"]))
+        overall = "accepted" if main["outcome"] == "triggered" else main["outcome"]
+        top = {k: v for k, v in main.items() if k not in ("outcome", "alertname", "fingerprint", "status")}
+        extra = {"group_key": received.group_key, "truncated_alerts": received.truncated}
+        if received.group_key is None:
+            extra = {}
+        return (202 if started else 200), overall, {**top, **extra, "alerts": items}, started
 
     @app.get("/runs")
     def runs() -> dict:

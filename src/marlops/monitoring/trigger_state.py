@@ -4,18 +4,22 @@ replay protection, de-duplication, the cooldown and the run records.
 Tables: ``signatures`` (seen request signatures until their timestamp window closes), ``alerts`` (every
 accepted alert id and what became of it), ``triggers`` (each retraining the receiver started: status,
 the pipeline's run id, timings). sqlite gives atomic, durable writes; one lock serialises the
-check-and-set decisions of concurrent requests.
+check-and-set decisions of concurrent requests. A run's id and detail are stored as plain text: ANSI
+escape sequences (rich's and kfp's coloured output inside an exception message) and other control
+characters are stripped (:func:`plain_text`), so ``GET /runs`` shows what a terminal would.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS signatures (signature TEXT PRIMARY KEY, expires REAL NOT NULL);
@@ -27,6 +31,26 @@ CREATE TABLE IF NOT EXISTS triggers (
     status TEXT NOT NULL, run_id TEXT, detail TEXT
 );
 """
+
+# CSI (colours, cursor moves); OSC (titles, hyperlinks) and DCS/PM/APC strings, ended by BEL or
+# ESC + backslash; any other escape (charset selection, …); the 8-bit CSI
+_ANSI = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"
+    r"|\x1b[ -/]*[0-~]?|\x9b[0-?]*[ -/]*[@-~]"
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # keeps \t and \n
+
+
+def plain_text(value: Any) -> Any:
+    """``value`` with every string in it (in dicts and lists too) stripped of ANSI escape sequences and
+    control characters other than tab and newline."""
+    if isinstance(value, str):
+        return _CONTROL.sub("", _ANSI.sub("", value))
+    if isinstance(value, dict):
+        return {plain_text(k): plain_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_text(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -111,8 +135,8 @@ class TriggerState:
                 " WHERE trigger_id = ?",
                 (
                     status,
-                    run_id,
-                    json.dumps(detail, default=str) if detail else None,
+                    plain_text(run_id),
+                    json.dumps(plain_text(json.loads(json.dumps(detail, default=str)))) if detail else None,
                     now or time.time(),
                     trigger_id,
                 ),
