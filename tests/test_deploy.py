@@ -571,9 +571,15 @@ def test_optional_secret_files_follow_the_values(tools):
         tools,
         CHART,
         values=[CHART / "ci" / "graph-monitoring-values.yaml"],
-        set_values={"webhook.bearerTokenKey": "bearer-token", "webhook.basicPasswordKey": "basic-password"},
+        set_values={
+            "webhook.bearerTokenKey": "bearer-token",
+            "webhook.basicPasswordKey": "basic-password",
+            "webhook.basicUser": "alertmanager",
+        },
     )
     trigger = r.get("Deployment", "marlops-retrain-trigger")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in trigger["containers"][0]["env"]}
+    assert env["MARLOPS_WEBHOOK_BASIC_USER"] == "alertmanager"  # a user name is plain env, no Secret
     assert secret_files(trigger, trigger["containers"][0]) == {
         "MARLOPS_WEBHOOK_SECRET": ("marlops-webhook", "hmac-key"),
         "MARLOPS_WEBHOOK_BEARER_TOKEN": ("marlops-webhook", "bearer-token"),
@@ -588,6 +594,7 @@ def test_optional_secret_files_follow_the_values(tools):
         "spec"
     ]
     assert set(secret_files(default, default["containers"][0])) == {"MARLOPS_WEBHOOK_SECRET"}
+    assert "MARLOPS_WEBHOOK_BASIC_USER" not in {e["name"] for e in default["containers"][0]["env"]}
     assert not check_objects(r.objects)
 
 
