@@ -23,7 +23,7 @@ from marlops.agents.runtime import AgentSet
 from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL
 from marlops.market.synthetic import SyntheticMarketConfig, generate_market
 from marlops.serving import graph
-from marlops.serving.agent_runner import RISK_PROPOSALS, AgentRunner
+from marlops.serving.agent_runner import RISK_PROPOSALS, AgentRunner, model_for_inputs
 from marlops.serving.clients import AgentCallError, AgentEndpoint, LocalEndpoint, make_endpoint
 from marlops.serving.decision_request import parse_request
 from marlops.serving.decision_service import DecisionService
@@ -225,7 +225,7 @@ def test_agent_runner_batches_and_scores_all_proposals_like_two_calls(team: Path
             np.testing.assert_array_equal(batch[k][i], one[k][0])
     with pytest.raises(InputError, match=r"inputs\.x: batch of 65"):
         reg.infer({"x": np.zeros((65, *REGIME.shape), np.float32)})
-    with pytest.raises(InputError, match=r"^inputs: regime takes the inputs of one entry"):
+    with pytest.raises(InputError, match=r"^inputs: regime takes the inputs of one of its models"):
         reg.infer({"y": x})
 
     risk = AgentRunner(resolve_agent("risk", str(team)))
@@ -243,8 +243,28 @@ def test_agent_runner_batches_and_scores_all_proposals_like_two_calls(team: Path
         risk.infer(
             {"tactical": t, "structure": s, "regime": r, "portfolio": port, "proposal": np.zeros((9, 7))}
         )
-    meta = {d["name"]: d for d in risk.input_types()}
-    assert meta["proposal"] == {"name": "proposal", "datatype": "FP32", "shape": [-1, 7]}
+    # one served model per entry, each model's metadata exactly the inputs of one call
+    assert {e.model for e in risk.entries.values()} == {"risk", "risk-encode", "risk-q"}
+    props_meta = risk.entries[RISK_PROPOSALS]
+    assert props_meta.model == "risk"
+    assert props_meta.input_types() == [
+        {"name": "tactical", "datatype": "FP32", "shape": [1, 60, 7]},
+        {"name": "structure", "datatype": "FP32", "shape": [1, 48, 8]},
+        {"name": "regime", "datatype": "FP32", "shape": [1, 96, 11]},
+        {"name": "portfolio", "datatype": "FP32", "shape": [1, 8]},
+        {"name": "proposal", "datatype": "FP32", "shape": [-1, 7]},
+    ]
+    assert props_meta.output_types() == [
+        {"name": "cache", "datatype": "FP32", "shape": [1, 256]},
+        {"name": "q", "datatype": "FP32", "shape": [-1, 4]},
+    ]
+    q_meta = risk.entries["risk_q"]
+    assert [d["name"] for d in q_meta.input_types()] == ["cache", "portfolio", "proposal"]
+    assert all(d["shape"][0] == -1 for d in q_meta.input_types() + q_meta.output_types())
+    assert model_for_inputs("risk", {"cache", "portfolio", "proposal"}) == "risk-q"
+    assert model_for_inputs("risk", {"tactical", "structure", "regime"}) == "risk-encode"
+    assert model_for_inputs("risk", set(props_meta.inputs)) == "risk"
+    assert model_for_inputs("regime", {"x"}) == "regime"
 
 
 # --------------------------------------------------------------------- the aggregation logic itself

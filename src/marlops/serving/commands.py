@@ -144,7 +144,8 @@ def serve_agent(
         ),
     ] = None,
 ) -> None:
-    """One KServe ModelServer hosting one agent; ready once its model is loaded."""
+    """One KServe ModelServer hosting one agent (a model per entry: the risk agent is risk, risk-encode
+    and risk-q); ready once its graphs are loaded."""
     from marlops.serving.server import isolate_argv
 
     isolate_argv()
@@ -160,8 +161,10 @@ def serve_agent(
         model.load()
     except (ModelSourceError, RegistryError, OSError, ValueError) as e:
         raise _fail(f"--model-uri: {e}") from None
-    typer.echo(f"{name} {model.version} from {model_uri}: http {http_port}, grpc {grpc_port}")
-    serve([model], http_port, grpc_port, max_body_bytes, {name: alias or []})
+    models = [model, *model.siblings()]  # one model per entry (risk: risk, risk-encode, risk-q), one runner
+    served = ", ".join(m.name for m in models)
+    typer.echo(f"{name} {model.version} from {model_uri} as {served}: http {http_port}, grpc {grpc_port}")
+    serve(models, http_port, grpc_port, max_body_bytes, {name: alias or []})
 
 
 @serve_app.command("decision")
