@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -133,16 +133,26 @@ class AgentPredictor(Model):
             preds.append({k: _unlead(v, entry.outputs[k][0]).tolist() for k, v in outs.items()})
         return {"predictions": preds, "agent": self.agent, "version": runner.version}
 
+    def check_declared(self, declared: Sequence[tuple[str, Any, Sequence[Any]]]) -> None:
+        """The rules on what a V2/gRPC request declares, before any data is read: its input names, then
+        each input's datatype and shape. The server also applies them to a binary request's JSON header
+        before KServe decodes it (KServe would refuse a -1 in its own words)."""
+        entry = self.entry
+        assert entry is not None
+        check_names([name for name, _, _ in declared], list(entry.inputs), self.name, "inputs")
+        for name, datatype, shape in declared:
+            check_datatype(f"inputs.{name}", datatype, entry.inputs[name][1])
+            check_request_shape(f"inputs.{name}", shape)
+
     def _v2(self, req: InferRequest) -> InferResponse:
         runner, entry = self.runner, self.entry
         assert runner is not None and entry is not None
-        check_names([inp.name for inp in req.inputs], list(entry.inputs), self.name, "inputs")
+        self.check_declared([(inp.name, inp.datatype, inp.shape) for inp in req.inputs])
         arrays: dict[str, np.ndarray] = {}
         for inp in req.inputs:
             field = f"inputs.{inp.name}"
             shape, dtype = entry.inputs[inp.name]
-            check_datatype(field, inp.datatype, dtype)
-            dims = check_request_shape(field, inp.shape)
+            dims = [int(d) for d in inp.shape]
             try:
                 arr = inp.as_numpy()
             except (ValueError, TypeError, InvalidInput) as e:

@@ -67,7 +67,9 @@ def request_media(content_type: str | None, has_body: bool, inference_header: bo
     if kind == JSON_TYPE:
         charset = params.get("charset", "utf-8")
         if charset not in ("utf-8", "utf8"):
-            raise UnsupportedMediaType(f"content-type: charset {charset!r}; JSON bodies are utf-8")
+            raise UnsupportedMediaType(
+                f"content-type: {content_type!r}: charset {charset}; JSON bodies are utf-8"
+            )
         return "json"
     if v2 and kind == BINARY_TYPE:
         if not inference_header:

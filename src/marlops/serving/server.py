@@ -34,6 +34,7 @@ from marlops.serving.request_rules import (
     INFERENCE_HEADER,
     JSON_TYPE,
     UnsupportedMediaType,
+    check_request_shape,
     json_problem,
     parse_json,
     request_media,
@@ -179,7 +180,8 @@ def _safe_dataplane(registry: Any) -> Any:
         def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
             try:
                 if isinstance(body, bytes | bytearray):
-                    body = _pre_decode(body, headers or {})
+                    model = self._model_registry.get_model(kwargs.get("model_name") or "")
+                    body = _pre_decode(body, headers or {}, model)
                 return super().decode(body, headers, *args, **kwargs)
             except InputError as e:
                 raise InvalidInput(str(e)) from None
@@ -191,9 +193,10 @@ def _safe_dataplane(registry: Any) -> Any:
     return SafeDataPlane(model_registry=registry)
 
 
-def _pre_decode(body: bytes | bytearray, headers: dict[str, str]) -> Any:
+def _pre_decode(body: bytes | bytearray, headers: dict[str, str], model: Any) -> Any:
     """What KServe's decoder would fail on with a vague message, checked here with a precise one: a JSON
-    body is parsed (and handed on parsed); a binary body's JSON header is checked in place."""
+    body is parsed (and handed on parsed); a binary body's JSON header is parsed and what it declares
+    (names, datatypes, shapes) held to the model's rules, as gRPC's request is."""
     n = headers.get(INFERENCE_HEADER)
     if n is None:
         return parse_json(body) if headers.get("content-type") == JSON_TYPE else body
@@ -203,7 +206,22 @@ def _pre_decode(body: bytes | bytearray, headers: dict[str, str]) -> Any:
         raise InputError(INFERENCE_HEADER, f"{n!r}: not a number of bytes") from None
     if not 0 < size <= len(body):
         raise InputError(INFERENCE_HEADER, f"{size}: the JSON header must fit the {len(body)}-byte body")
-    parse_json(bytes(body[:size]), "body (JSON header)")
+    header = parse_json(bytes(body[:size]), "body (JSON header)")
+    declared = header.get("inputs") if isinstance(header, dict) else None
+    if isinstance(declared, list) and all(
+        isinstance(i, dict)
+        and isinstance(i.get("name"), str)
+        and isinstance(i.get("datatype"), str)
+        and isinstance(i.get("shape"), list)
+        for i in declared
+    ):
+        items = [(i["name"], i["datatype"], i["shape"]) for i in declared]
+        check = getattr(model, "check_declared", None)
+        if check is not None:
+            check(items)
+        else:
+            for name, _, shape in items:
+                check_request_shape(f"inputs.{name}", shape)
     return body
 
 
