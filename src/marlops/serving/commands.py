@@ -105,6 +105,7 @@ def serve_local(
         typer.echo("ready:")
         for a, s in srv.agents.items():
             typer.echo(f"  {a:<9} {s.url}/v1/models/{a}:predict   {s.url}/v2/models/{a}/infer   {s.grpc_url}")
+        typer.echo("  (the risk server also serves the models risk-encode and risk-q: docs/serving.md)")
         typer.echo(f"  decision  {srv.decision_url}/v1/models/decision:predict   {srv.decision_grpc}")
         typer.echo(f"  logs      {srv.log_dir}")
         typer.echo("Ctrl-C stops them.")
