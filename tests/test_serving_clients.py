@@ -170,6 +170,13 @@ def test_metadata_lists_one_call_and_http_equals_grpc(srv, triton_grpc) -> None:
     assert names["structure"] == ["x", "msgs", "mask"] and names["decision"] == ["request"]
     models = httpx.get(f"{srv.agents['risk'].url}/v2/models").json()["models"]
     assert set(models) == {"risk", "risk-encode", "risk-q"}
+    # a model takes its own inputs only, over V1 as well
+    inst = {"cache": [0.0] * 256, "portfolio": [0.0] * 8, "proposal": [1.0] + [0.0] * 6}
+    for model, ok in (("risk-q", 200), ("risk", 400), ("risk-encode", 400)):
+        r = httpx.post(f"{srv.agents['risk'].url}/v1/models/{model}:predict", json={"instances": [inst]})
+        assert r.status_code == ok, (model, r.text)
+        if ok == 400:
+            assert r.json()["error"].startswith(f"instances[0].cache: unknown input; {model} takes tactical")
 
 
 # --------------------------------------------------------------------------- KServe's REST client

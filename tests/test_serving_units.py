@@ -193,6 +193,50 @@ def test_bad_requests_name_the_field(body: object, field: str, why: str) -> None
 # ---------------------------------------------------------------------------------- model sources
 
 
+def test_request_rules_content_type_json_and_shapes() -> None:
+    from marlops.serving.request_rules import (
+        UnsupportedMediaType,
+        check_names,
+        check_request_shape,
+        json_problem,
+        request_media,
+    )
+
+    assert request_media("application/json", True, False, v2=False) == "json"
+    assert request_media("Application/JSON; charset=UTF-8", True, False, v2=True) == "json"
+    assert request_media("application/octet-stream", True, True, v2=True) == "binary"
+    assert request_media(None, True, True, v2=True) == "binary"  # tritonclient: no content type
+    assert request_media(None, False, False, v2=False) == "json"  # no body: the body rules answer
+    refused = [
+        ("text/plain", False),
+        ("application/x-www-form-urlencoded", True),
+        ("application/octet-stream", False),  # V1 has no binary extension
+        ("application/json; charset=latin-1", True),
+    ]
+    for ct, v2 in refused:
+        with pytest.raises(UnsupportedMediaType, match=r"^content-type: '"):
+            request_media(ct, True, False, v2=v2)
+    with pytest.raises(UnsupportedMediaType, match=r"^content-type: missing"):
+        request_media(None, True, False, v2=True)
+    with pytest.raises(InputError, match=r"^inference-header-content-length: missing"):
+        request_media("application/octet-stream", True, False, v2=True)
+    e = json_problem(b'{"a": 1,\n "b": }')
+    assert str(e) == "body: not JSON at line 2, column 7 (char 15): Expecting value; found '}'"
+    assert str(json_problem(b'{"a": ')).endswith("found the end of the body")
+    assert check_request_shape("inputs.x", [2, 96, 11]) == [2, 96, 11]
+    for bad in ([-1, 96, 11], [0, 96, 11], [1, -2]):
+        with pytest.raises(InputError, match=r"^inputs\.x\.shape: .*-1 is for metadata only"):
+            check_request_shape("inputs.x", bad)
+    with pytest.raises(InputError, match=r"^inputs\.x\.shape: .*integers"):
+        check_request_shape("inputs.x", [1.5, 96])
+    with pytest.raises(InputError, match=r"^inputs\.y: unknown input; m takes x, mask"):
+        check_names(["x", "y"], ["x", "mask"], "m", "inputs")
+    with pytest.raises(InputError, match=r"^instances\[0\]\.mask: missing; m takes x, mask"):
+        check_names(["x"], ["x", "mask"], "m", "instances[0]")
+    with pytest.raises(InputError, match=r"^inputs\.x: given twice"):
+        check_names(["x", "x"], ["x"], "m", "inputs")
+
+
 def test_model_sources_resolve_agent_team_and_run_folders(team: Path, tmp_path: Path) -> None:
     assert resolve_agent("regime", str(team / "regime")).version.startswith("regime-")
     assert resolve_agent("risk", str(team)).path == team / "risk"
