@@ -114,9 +114,10 @@ def run_naive(
     mats: dict[str, Any] = {}
     with httpx.Client(timeout=30.0, headers={"content-type": "application/json"}) as c:
 
-        def call(agent: str, inst: dict) -> dict:
+        def call(agent: str, inst: dict, model: str | None = None) -> dict:
             r = c.post(
-                f"{agent_urls[agent]}/v1/models/{agent}:predict", content=orjson.dumps({"instances": [inst]})
+                f"{agent_urls[agent]}/v1/models/{model or agent}:predict",
+                content=orjson.dumps({"instances": [inst]}),
             )
             if r.status_code != 200:
                 raise RuntimeError(f"{agent}: HTTP {r.status_code}: {r.text[:300]}")
@@ -136,10 +137,11 @@ def run_naive(
             enc = call(
                 "risk",
                 {"tactical": mats["tactical"], "structure": mats["structure"], "regime": mats["regime"]},
+                "risk-encode",
             )
             proposal = [0.0] * 7
             proposal[int(np.argmax(tac["probs"]))] = 1.0
-            call("risk", {"cache": enc["cache"], "portfolio": [0.0] * 8, "proposal": proposal})
+            call("risk", {"cache": enc["cache"], "portfolio": [0.0] * 8, "proposal": proposal}, "risk-q")
             out[req["clock"]].append((time.perf_counter() - t) * 1e3)
     return {k: np.asarray(v) for k, v in out.items()}
 

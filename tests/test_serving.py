@@ -373,7 +373,16 @@ def test_bad_input_is_a_400_naming_the_field(stack) -> None:
         (d, b"{not json", "body"),
         (d, b"x" * (1024 * 1024 + 1), "body: 1048577 bytes, over the limit"),
         (f"{reg}/v1/models/regime:predict", {"instances": [{"x": [[0.0] * 11] * 95}]}, "instances[0].x"),
-        (f"{reg}/v1/models/regime:predict", {"instances": [{"y": 1}]}, "instances[0]: regime takes"),
+        (
+            f"{reg}/v1/models/regime:predict",
+            {"instances": [{"y": 1}]},
+            "instances[0].y: unknown input; regime takes x",
+        ),
+        (
+            f"{reg}/v1/models/regime:predict",
+            {"instances": [{"x": [[0.0] * 11] * 96}] * 65},
+            "instances: batch of 65",
+        ),
         (f"{reg}/v1/models/regime:predict", {"rows": []}, "instances"),
         (
             f"{reg}/v2/models/regime/infer",
@@ -387,7 +396,16 @@ def test_bad_input_is_a_400_naming_the_field(stack) -> None:
         ),
         (f"{reg}/v2/models/regime/infer", {"inputs": [{"name": "x", "shape": [1]}]}, "inputs.0.datatype"),
         (f"{reg}/v2/models/regime/infer", (binary_x, binary_h), "inputs.x: expected shape [N, 96, 11]"),
-        (f"{reg}/v2/models/regime/infer", (binary_x[:-7], broken_h), "body: Unrecognized request format"),
+        (
+            f"{reg}/v2/models/regime/infer",
+            (binary_x[:-7], broken_h),
+            "body (JSON header): not JSON at line 1",
+        ),
+        (
+            f"{reg}/v2/models/regime/infer",
+            {"inputs": [{"name": "x", "shape": [-1, 96, 11], "datatype": "FP32", "data": [0.0] * 1056}]},
+            "inputs.x.shape: [-1, 96, 11]: every dimension of a request is a size ≥ 1",
+        ),
     ]
     for url, body, needle in cases:
         if isinstance(body, tuple):
@@ -487,7 +505,11 @@ def client():
 @_FUZZ
 @given(body=_decision_bodies)
 def test_fuzz_decision_endpoint_never_5xx(stack, client, body) -> None:
-    r = client.post(f"{stack.decision_url}/v1/models/decision:predict", content=orjson.dumps(body))
+    r = client.post(
+        f"{stack.decision_url}/v1/models/decision:predict",
+        content=orjson.dumps(body),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code in (200, 400), (r.status_code, r.text, body)
 
 

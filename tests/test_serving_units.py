@@ -23,7 +23,7 @@ from marlops.agents.runtime import AgentSet
 from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL
 from marlops.market.synthetic import SyntheticMarketConfig, generate_market
 from marlops.serving import graph
-from marlops.serving.agent_runner import RISK_PROPOSALS, AgentRunner
+from marlops.serving.agent_runner import RISK_PROPOSALS, AgentRunner, model_for_inputs
 from marlops.serving.clients import AgentCallError, AgentEndpoint, LocalEndpoint, make_endpoint
 from marlops.serving.decision_request import parse_request
 from marlops.serving.decision_service import DecisionService
@@ -193,6 +193,50 @@ def test_bad_requests_name_the_field(body: object, field: str, why: str) -> None
 # ---------------------------------------------------------------------------------- model sources
 
 
+def test_request_rules_content_type_json_and_shapes() -> None:
+    from marlops.serving.request_rules import (
+        UnsupportedMediaType,
+        check_names,
+        check_request_shape,
+        json_problem,
+        request_media,
+    )
+
+    assert request_media("application/json", True, False, v2=False) == "json"
+    assert request_media("Application/JSON; charset=UTF-8", True, False, v2=True) == "json"
+    assert request_media("application/octet-stream", True, True, v2=True) == "binary"
+    assert request_media(None, True, True, v2=True) == "binary"  # tritonclient: no content type
+    assert request_media(None, False, False, v2=False) == "json"  # no body: the body rules answer
+    refused = [
+        ("text/plain", False),
+        ("application/x-www-form-urlencoded", True),
+        ("application/octet-stream", False),  # V1 has no binary extension
+        ("application/json; charset=latin-1", True),
+    ]
+    for ct, v2 in refused:
+        with pytest.raises(UnsupportedMediaType, match=r"^content-type: '"):
+            request_media(ct, True, False, v2=v2)
+    with pytest.raises(UnsupportedMediaType, match=r"^content-type: missing"):
+        request_media(None, True, False, v2=True)
+    with pytest.raises(InputError, match=r"^inference-header-content-length: missing"):
+        request_media("application/octet-stream", True, False, v2=True)
+    e = json_problem(b'{"a": 1,\n "b": }')
+    assert str(e) == "body: not JSON at line 2, column 7 (char 15): Expecting value; found '}'"
+    assert str(json_problem(b'{"a": ')).endswith("found the end of the body")
+    assert check_request_shape("inputs.x", [2, 96, 11]) == [2, 96, 11]
+    for bad in ([-1, 96, 11], [0, 96, 11], [1, -2]):
+        with pytest.raises(InputError, match=r"^inputs\.x\.shape: .*-1 is for metadata only"):
+            check_request_shape("inputs.x", bad)
+    with pytest.raises(InputError, match=r"^inputs\.x\.shape: .*integers"):
+        check_request_shape("inputs.x", [1.5, 96])
+    with pytest.raises(InputError, match=r"^inputs\.y: unknown input; m takes x, mask"):
+        check_names(["x", "y"], ["x", "mask"], "m", "inputs")
+    with pytest.raises(InputError, match=r"^instances\[0\]\.mask: missing; m takes x, mask"):
+        check_names(["x"], ["x", "mask"], "m", "instances[0]")
+    with pytest.raises(InputError, match=r"^inputs\.x: given twice"):
+        check_names(["x", "x"], ["x"], "m", "inputs")
+
+
 def test_model_sources_resolve_agent_team_and_run_folders(team: Path, tmp_path: Path) -> None:
     assert resolve_agent("regime", str(team / "regime")).version.startswith("regime-")
     assert resolve_agent("risk", str(team)).path == team / "risk"
@@ -225,7 +269,7 @@ def test_agent_runner_batches_and_scores_all_proposals_like_two_calls(team: Path
             np.testing.assert_array_equal(batch[k][i], one[k][0])
     with pytest.raises(InputError, match=r"inputs\.x: batch of 65"):
         reg.infer({"x": np.zeros((65, *REGIME.shape), np.float32)})
-    with pytest.raises(InputError, match=r"^inputs: regime takes the inputs of one entry"):
+    with pytest.raises(InputError, match=r"^inputs: regime takes the inputs of one of its models"):
         reg.infer({"y": x})
 
     risk = AgentRunner(resolve_agent("risk", str(team)))
@@ -243,8 +287,28 @@ def test_agent_runner_batches_and_scores_all_proposals_like_two_calls(team: Path
         risk.infer(
             {"tactical": t, "structure": s, "regime": r, "portfolio": port, "proposal": np.zeros((9, 7))}
         )
-    meta = {d["name"]: d for d in risk.input_types()}
-    assert meta["proposal"] == {"name": "proposal", "datatype": "FP32", "shape": [-1, 7]}
+    # one served model per entry, each model's metadata exactly the inputs of one call
+    assert {e.model for e in risk.entries.values()} == {"risk", "risk-encode", "risk-q"}
+    props_meta = risk.entries[RISK_PROPOSALS]
+    assert props_meta.model == "risk"
+    assert props_meta.input_types() == [
+        {"name": "tactical", "datatype": "FP32", "shape": [1, 60, 7]},
+        {"name": "structure", "datatype": "FP32", "shape": [1, 48, 8]},
+        {"name": "regime", "datatype": "FP32", "shape": [1, 96, 11]},
+        {"name": "portfolio", "datatype": "FP32", "shape": [1, 8]},
+        {"name": "proposal", "datatype": "FP32", "shape": [-1, 7]},
+    ]
+    assert props_meta.output_types() == [
+        {"name": "cache", "datatype": "FP32", "shape": [1, 256]},
+        {"name": "q", "datatype": "FP32", "shape": [-1, 4]},
+    ]
+    q_meta = risk.entries["risk_q"]
+    assert [d["name"] for d in q_meta.input_types()] == ["cache", "portfolio", "proposal"]
+    assert all(d["shape"][0] == -1 for d in q_meta.input_types() + q_meta.output_types())
+    assert model_for_inputs("risk", {"cache", "portfolio", "proposal"}) == "risk-q"
+    assert model_for_inputs("risk", {"tactical", "structure", "regime"}) == "risk-encode"
+    assert model_for_inputs("risk", set(props_meta.inputs)) == "risk"
+    assert model_for_inputs("regime", {"x"}) == "regime"
 
 
 # --------------------------------------------------------------------- the aggregation logic itself

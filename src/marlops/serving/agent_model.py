@@ -1,10 +1,18 @@
-"""The KServe model of one agent: ``marlops serve agent NAME --model-uri URI``.
+"""The KServe models of one agent: ``marlops serve agent NAME --model-uri URI``.
 
-Protocols (KServe's own data planes; this class only maps tensors):
+One model per entry of the agent (:func:`marlops.serving.agent_runner.model_name`): ``regime``,
+``structure``, ``tactical``; the risk agent's ``risk`` (matrices, portfolio, K proposals → cache, K rows of
+q), ``risk-encode`` (matrices → cache) and ``risk-q`` (cache, portfolio, proposal → q). The models of one
+agent share one loaded :class:`~marlops.serving.agent_runner.AgentRunner` (the graphs are opened once); each
+model's V2 metadata (``GET /v2/models/NAME``, gRPC ``ModelMetadata``) lists exactly the inputs and outputs of
+one call, the batch and proposals axes as -1.
+
+Protocols (KServe's own data planes; this class only maps tensors), all under the same request rules
+(:mod:`marlops.serving.request_rules`):
 
 - V1 ``POST /v1/models/NAME:predict`` ``{"instances": [{"x": [[…]], "msgs": [[…]], "mask": [true]}]}``: one
-  instance is one call of an entry, its inputs without the batch axis; the answer is
-  ``{"predictions": [{"probs": […], …}], "agent": NAME, "version": "regime-…"}``.
+  instance is one row of the model's inputs, without the batch axis (``risk``'s ``proposal`` keeps its K
+  axis); the answer is ``{"predictions": [{"probs": […], …}], "agent": AGENT, "version": "regime-…"}``.
 - V2 ``POST /v2/models/NAME/infer`` (JSON or the binary tensor extension) and gRPC ``ModelInfer``: named
   FP32/BOOL tensors with a leading batch axis; outputs FP32, binary when the request asks for it (REST
   ``binary_data_output``, gRPC raw contents). Every response carries ``agent_version`` in its parameters.
@@ -18,7 +26,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,29 +34,57 @@ from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
 from marlops.serving import graph, metrics
-from marlops.serving.agent_runner import AgentRunner
+from marlops.serving.agent_runner import AgentRunner, EntrySpec
 from marlops.serving.model_source import resolve_agent
-from marlops.serving.tensors import InputError, as_array, json_body
-
-V2_DATATYPES = {"FP32": np.float32, "BOOL": np.bool_}
+from marlops.serving.request_rules import (
+    check_batch,
+    check_datatype,
+    check_instances,
+    check_names,
+    check_request_shape,
+    check_tensor,
+    json_body,
+)
+from marlops.serving.tensors import InputError, fmt_shape
 
 
 class AgentPredictor(Model):
-    """A kserve.Model serving one agent's entries (see :mod:`marlops.serving.agent_runner`)."""
+    """A kserve.Model serving one entry of an agent (see :mod:`marlops.serving.agent_runner`); the
+    agent's model of its own name (the one :meth:`load` loads) also answers the InferenceGraph's requests."""
 
-    def __init__(self, agent: str, model_uri: str, threads: int = 1) -> None:
-        super().__init__(agent)
+    def __init__(self, agent: str, model_uri: str, threads: int = 1, name: str | None = None) -> None:
+        super().__init__(name or agent)
         self.agent = agent
         self.model_uri = model_uri
         self.threads = threads
         self.runner: AgentRunner | None = None
+        self.entry: EntrySpec | None = None
 
     def load(self) -> bool:
         folder = resolve_agent(self.agent, self.model_uri)
-        self.runner = AgentRunner(folder, threads=self.threads)
+        self._bind(AgentRunner(folder, threads=self.threads))
+        assert self.runner is not None
         metrics.model_loaded(self.agent, self.runner.version)
-        self.ready = True
         return self.ready
+
+    def _bind(self, runner: AgentRunner) -> None:
+        entry = next((e for e in runner.entries.values() if e.model == self.name), None)
+        if entry is None:
+            served = ", ".join(e.model for e in runner.entries.values())
+            raise ValueError(f"{self.agent} serves no model {self.name!r} (its models: {served})")
+        self.runner, self.entry, self.ready = runner, entry, True
+
+    def siblings(self) -> list[AgentPredictor]:
+        """The agent's other models (one per entry), sharing this loaded runner."""
+        runner = self.runner
+        assert runner is not None, "load() first"
+        out = []
+        for e in runner.entries.values():
+            if e.model != self.name:
+                m = AgentPredictor(self.agent, self.model_uri, self.threads, name=e.model)
+                m._bind(runner)
+                out.append(m)
+        return out
 
     @property
     def version(self) -> str:
@@ -75,58 +111,62 @@ class AgentPredictor(Model):
         return out
 
     def _v1(self, payload: Any) -> dict[str, Any]:
-        runner = self.runner
-        assert runner is not None
+        runner, entry = self.runner, self.entry
+        assert runner is not None and entry is not None
         if not isinstance(payload, Mapping):
             raise InputError("body", "expected a JSON object with 'instances'")
-        if graph.is_graph_request(payload):  # a decision request routed by the InferenceGraph
+        if self.name == self.agent and graph.is_graph_request(payload):  # a decision request from the graph
             return graph.agent_answer(runner, payload)
-        instances = payload.get("instances")
-        if not isinstance(instances, list) or not instances:
-            raise InputError("instances", "expected a non-empty list of objects of named inputs")
+        instances = check_instances(payload.get("instances"))
         preds = []
         for i, inst in enumerate(instances):
-            field = f"instances[{i}]"
+            prefix = f"instances[{i}]"
             if not isinstance(inst, Mapping):
-                raise InputError(field, "expected an object of named inputs")
-            entry = runner.entry_for(set(inst), field)
-            batched = {k: _lead(inst[k], *entry.inputs[k], f"{field}.{k}") for k in inst}
-            entry, arrays = runner.check(batched, field)
+                raise InputError(prefix, "expected an object of named inputs")
+            check_names(list(inst), list(entry.inputs), self.name, prefix)
+            arrays = {}
+            for name, (shape, dtype) in entry.inputs.items():
+                rows = shape[0] == "K"  # risk's proposals axis is part of the instance
+                a = check_tensor(inst[name], f"{prefix}.{name}", shape, dtype, rows=rows)
+                arrays[name] = np.ascontiguousarray(a if rows else a[None])
             outs = runner.run(entry, arrays)
             preds.append({k: _unlead(v, entry.outputs[k][0]).tolist() for k, v in outs.items()})
         return {"predictions": preds, "agent": self.agent, "version": runner.version}
 
+    def check_declared(self, declared: Sequence[tuple[str, Any, Sequence[Any]]]) -> None:
+        """The rules on what a V2/gRPC request declares, before any data is read: its input names, then
+        each input's datatype and shape. The server also applies them to a binary request's JSON header
+        before KServe decodes it (KServe would refuse a -1 in its own words)."""
+        entry = self.entry
+        assert entry is not None
+        check_names([name for name, _, _ in declared], list(entry.inputs), self.name, "inputs")
+        for name, datatype, shape in declared:
+            check_datatype(f"inputs.{name}", datatype, entry.inputs[name][1])
+            check_request_shape(f"inputs.{name}", shape)
+
     def _v2(self, req: InferRequest) -> InferResponse:
-        runner = self.runner
-        assert runner is not None
-        values: dict[str, np.ndarray] = {}
+        runner, entry = self.runner, self.entry
+        assert runner is not None and entry is not None
+        self.check_declared([(inp.name, inp.datatype, inp.shape) for inp in req.inputs])
+        arrays: dict[str, np.ndarray] = {}
         for inp in req.inputs:
             field = f"inputs.{inp.name}"
-            if inp.name in values:
-                raise InputError(field, "given twice")
-            dtype = V2_DATATYPES.get(str(inp.datatype).upper())
-            if dtype is None:
-                raise InputError(f"{field}.datatype", f"{inp.datatype!r}; FP32 or BOOL expected")
+            shape, dtype = entry.inputs[inp.name]
+            dims = [int(d) for d in inp.shape]
             try:
                 arr = inp.as_numpy()
             except (ValueError, TypeError, InvalidInput) as e:
-                raise InputError(field, f"data does not fit shape {inp.shape}: {e}") from None
-            if arr.dtype != dtype:
-                raise InputError(f"{field}.datatype", f"{inp.datatype} where {_v2_name(dtype)} is expected")
-            values[inp.name] = arr
-        entry, arrays = runner.check(values)
-        for name, (_, dtype) in entry.inputs.items():
-            if values[name].dtype != np.dtype(dtype):
-                raise InputError(
-                    f"inputs.{name}.datatype",
-                    f"{_v2_name(values[name].dtype)} where {_v2_name(dtype)} is expected",
-                )
+                raise InputError(field, f"data does not fit shape {fmt_shape(dims)}: {e}") from None
+            arrays[inp.name] = np.ascontiguousarray(check_tensor(arr, field, shape, dtype))
+        check_batch(arrays, {n: s for n, (s, _) in entry.inputs.items()}, "inputs")
         outs = runner.run(entry, arrays)
         binary = req.use_binary_outputs
         wanted = {o.name for o in req.request_outputs or []}
         unknown = wanted - set(outs)
         if unknown:
-            raise InputError("outputs", f"unknown outputs {sorted(unknown)}; {entry.name} has {list(outs)}")
+            raise InputError(
+                "outputs", f"unknown outputs {sorted(unknown)}; {self.name} has {', '.join(outs)}"
+            )
         infer_outputs = []
         for name, arr in outs.items():
             if wanted and name not in wanted:
@@ -145,29 +185,13 @@ class AgentPredictor(Model):
     # ------------------------------------------------------------------------------------- metadata
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        return self.runner.input_types() if self.runner else []
+        return self.entry.input_types() if self.entry else []
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return self.runner.output_types() if self.runner else []
+        return self.entry.output_types() if self.entry else []
 
     async def explain(self, payload: dict, headers: dict[str, str] | None = None) -> dict:
         raise InvalidInput(f"{self.name}: no explainer is served; use :predict or /infer")
-
-
-def _v2_name(dtype: Any) -> str:
-    return (
-        "BOOL"
-        if np.dtype(dtype) == np.bool_
-        else ("FP32" if np.dtype(dtype) == np.float32 else np.dtype(dtype).name.upper())
-    )
-
-
-def _lead(value: Any, shape: tuple, dtype: type, field: str) -> Any:
-    """A V1 instance's input, checked without the batch axis, then given it (the proposals axis K of
-    risk_proposals is part of the instance)."""
-    if shape[0] == "K":
-        return value
-    return as_array(value, field, dtype, [None if s in ("N", "K") else s for s in shape[1:]])[None]
 
 
 def _unlead(arr: np.ndarray, lead: int | str) -> np.ndarray:

@@ -11,6 +11,11 @@ proposals (one per tactical action) → the matrix encoding and ``K`` rows of Q-
 uses it to ask for the risk agent's verdict on every action the tactical agent may propose *while* the
 tactical agent runs, instead of after it — same numbers as risk_encode then risk_q on the chosen proposal,
 one network round trip less on every bar close.
+
+A server serves every entry as a model of its own (:func:`model_name`): ``regime``, ``structure``,
+``tactical``; the risk agent's ``risk`` (risk_proposals, what the decision server calls on a bar close),
+``risk-encode`` and ``risk-q`` (what it calls on a tick). Each model's V2 metadata lists exactly the inputs
+of one call, so a generic client (tritonclient) can call it from the metadata alone.
 """
 
 from __future__ import annotations
@@ -23,14 +28,42 @@ import numpy as np
 
 from marlops.registry.folders import AgentFolder
 from marlops.registry.onnx_model import AgentModel
-from marlops.serving.tensors import InputError, as_array, fmt_shape
+from marlops.serving.request_rules import (
+    MAX_BATCH,
+    MAX_PROPOSALS,
+    K,
+    N,
+    Shape,
+    check_batch,
+    check_names,
+    check_tensor,
+    v2_datatype,
+)
+from marlops.serving.tensors import InputError, fmt_shape
 
-MAX_BATCH = 64
-MAX_PROPOSALS = 8
+__all__ = ["MAX_BATCH", "MAX_PROPOSALS", "RISK_PROPOSALS", "AgentRunner", "EntrySpec", "model_name"]
+
 RISK_PROPOSALS = "risk_proposals"
-N, K = "N", "K"  # symbolic axes: the batch, and the candidate proposals of RISK_PROPOSALS
+# the served model of each entry whose name is not the entry's own (V2 model names: no underscores)
+ENTRY_MODELS = {RISK_PROPOSALS: "risk", "risk_encode": "risk-encode", "risk_q": "risk-q"}
+_RISK_ENCODE_INPUTS = frozenset({"tactical", "structure", "regime"})
+_RISK_Q_INPUTS = frozenset({"cache", "portfolio", "proposal"})
 
-Shape = tuple[int | str, ...]
+
+def model_name(entry: str) -> str:
+    """The served model of an entry: ``regime`` → ``regime``, ``risk_q`` → ``risk-q`` …"""
+    return ENTRY_MODELS.get(entry, entry)
+
+
+def model_for_inputs(agent: str, names: set[str] | frozenset[str]) -> str:
+    """The model a client calls for these input names (its entry's model): what the decision server's
+    clients use, without the agent's graphs at hand."""
+    if agent == "risk":
+        if frozenset(names) == _RISK_Q_INPUTS:
+            return "risk-q"
+        if frozenset(names) == _RISK_ENCODE_INPUTS:
+            return "risk-encode"
+    return agent
 
 
 @dataclass(frozen=True)
@@ -42,9 +75,23 @@ class EntrySpec:
     def describe(self) -> str:
         return ", ".join(f"{n} {fmt_shape(s)} {np.dtype(d).name}" for n, (s, d) in self.inputs.items())
 
+    @property
+    def model(self) -> str:
+        return model_name(self.name)
 
-def v2_datatype(dtype: type) -> str:
-    return "BOOL" if np.dtype(dtype) == np.bool_ else "FP32"
+    def input_types(self) -> list[dict[str, Any]]:
+        """V2 metadata: the batch and proposals axes as -1, every other dimension its size."""
+        return [
+            {"name": n, "datatype": v2_datatype(d), "shape": _meta_shape(s)}
+            for n, (s, d) in self.inputs.items()
+        ]
+
+    def output_types(self) -> list[dict[str, Any]]:
+        return [{"name": n, "datatype": "FP32", "shape": _meta_shape(s)} for n, s in self.outputs.items()]
+
+
+def _meta_shape(shape: Shape) -> list[int]:
+    return [-1 if s in (N, K) else int(s) for s in shape]
 
 
 class _Bound:
@@ -109,33 +156,24 @@ class AgentRunner:
         e = self._by_inputs.get(frozenset(names))
         if e is not None:
             return e
-        options = "; ".join(f"{e.name}: {sorted(e.inputs)}" for e in self.entries.values())
+        options = "; ".join(f"{e.model}: {', '.join(e.inputs)}" for e in self.entries.values())
         raise InputError(
-            field, f"{self.agent} takes the inputs of one entry ({options}), got {sorted(names)}"
+            field, f"{self.agent} takes the inputs of one of its models ({options}), got {sorted(names)}"
         )
 
     def check(
-        self, values: Mapping[str, Any], field: str = "inputs"
+        self, values: Mapping[str, Any], field: str = "inputs", entry: EntrySpec | None = None
     ) -> tuple[EntrySpec, dict[str, np.ndarray]]:
-        """Validate named input values against their entry; arrays carry their leading axis."""
-        entry = self.entry_for(set(values), field)
-        arrays: dict[str, np.ndarray] = {}
-        batch: int | None = None
-        for name, (shape, dtype) in entry.inputs.items():
-            lead = shape[0]
-            a = as_array(
-                values[name], f"{field}.{name}", dtype, [None if lead in (N, K) else lead, *shape[1:]]
-            )
-            n = a.shape[0]
-            if lead == N:
-                if not 1 <= n <= MAX_BATCH:
-                    raise InputError(f"{field}.{name}", f"batch of {n}; 1 to {MAX_BATCH} rows are served")
-                if batch is not None and n != batch:
-                    raise InputError(f"{field}.{name}", f"batch of {n}, but the other inputs have {batch}")
-                batch = n
-            elif lead == K and not 1 <= n <= MAX_PROPOSALS:
-                raise InputError(f"{field}.{name}", f"{n} proposals; 1 to {MAX_PROPOSALS} are served")
-            arrays[name] = np.ascontiguousarray(a)
+        """Validate named input values (with their leading axis) against ``entry`` (default: the entry
+        their names pick) by the request rules (:mod:`marlops.serving.request_rules`)."""
+        if entry is None:
+            entry = self.entry_for(set(values), field)
+        check_names(list(values), list(entry.inputs), entry.model, field)
+        arrays = {
+            name: np.ascontiguousarray(check_tensor(values[name], f"{field}.{name}", shape, dtype))
+            for name, (shape, dtype) in entry.inputs.items()
+        }
+        check_batch(arrays, {n: s for n, (s, _) in entry.inputs.items()}, field)
         return entry, arrays
 
     # ------------------------------------------------------------------------------------------- run
@@ -165,23 +203,3 @@ class AgentRunner:
     def infer(self, values: Mapping[str, Any]) -> dict[str, np.ndarray]:
         entry, arrays = self.check(values)
         return self.run(entry, arrays)
-
-    # -------------------------------------------------------------------------------------- metadata
-
-    def input_types(self) -> list[dict[str, Any]]:
-        """V2 metadata: every input name once, the batch axis as -1."""
-        seen: dict[str, dict[str, Any]] = {}
-        for e in self.entries.values():
-            for name, (shape, dtype) in e.inputs.items():
-                seen.setdefault(
-                    name,
-                    {"name": name, "datatype": v2_datatype(dtype), "shape": [-1, *shape[1:]]},
-                )
-        return list(seen.values())
-
-    def output_types(self) -> list[dict[str, Any]]:
-        seen: dict[str, dict[str, Any]] = {}
-        for e in self.entries.values():
-            for name, shape in e.outputs.items():
-                seen.setdefault(name, {"name": name, "datatype": "FP32", "shape": [-1, *shape[1:]]})
-        return list(seen.values())

@@ -2,6 +2,10 @@
 
 ``--agent NAME=WHERE`` picks one per agent:
 
+Each call goes to the model of the entry its inputs pick
+(:func:`~marlops.serving.agent_runner.model_for_inputs`: the risk agent's ``risk``, ``risk-encode`` or
+``risk-q``; the other agents' own name).
+
 - ``grpc://host:8081`` — Open Inference Protocol over gRPC (KServe's generated stub), raw tensor bytes:
   the fastest remote path (docs/serving.md has the figures);
 - ``http://host:8080`` (or ``…/v2``) — V2 REST with the binary tensor extension (KServe's
@@ -24,7 +28,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from marlops.serving.agent_runner import AgentRunner
+from marlops.serving.agent_runner import AgentRunner, model_for_inputs
 from marlops.serving.model_source import resolve_agent
 
 
@@ -73,7 +77,7 @@ class LocalEndpoint(AgentEndpoint):
             raise AgentCallError(f"error:{type(e).__name__}") from e
 
 
-def _infer_request(agent: str, inputs: Mapping[str, np.ndarray], binary_outputs: bool) -> Any:
+def _infer_request(model: str, inputs: Mapping[str, np.ndarray], binary_outputs: bool) -> Any:
     """A KServe InferRequest with binary tensors (for the REST client)."""
     from kserve import InferInput, InferRequest
 
@@ -83,7 +87,7 @@ def _infer_request(agent: str, inputs: Mapping[str, np.ndarray], binary_outputs:
         i.set_data_from_numpy(arr, binary_data=True)
         ins.append(i)
     return InferRequest(
-        model_name=agent,
+        model_name=model,
         infer_inputs=ins,
         parameters={"binary_data_output": True} if binary_outputs else None,
     )
@@ -134,7 +138,8 @@ class GrpcEndpoint(AgentEndpoint):
             dtype = "BOOL" if arr.dtype == np.bool_ else "FP32"
             tensors.append(pb.ModelInferRequest.InferInputTensor(name=name, datatype=dtype, shape=arr.shape))
             raw.append(np.ascontiguousarray(arr).tobytes())
-        return pb.ModelInferRequest(model_name=self.agent, inputs=tensors, raw_input_contents=raw)
+        model = model_for_inputs(self.agent, set(inputs))
+        return pb.ModelInferRequest(model_name=model, inputs=tensors, raw_input_contents=raw)
 
     async def infer(self, inputs: Mapping[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
         import grpc
@@ -199,10 +204,11 @@ class RestV2Endpoint(AgentEndpoint):
     async def infer(self, inputs: Mapping[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
         import httpx
 
-        req = _infer_request(self.agent, inputs, binary_outputs=True)
+        model = model_for_inputs(self.agent, set(inputs))
+        req = _infer_request(model, inputs, binary_outputs=True)
         try:
             async with asyncio.timeout(timeout_s * 1.5):
-                resp = await self._get().infer(self.base_url, req, model_name=self.agent, timeout=timeout_s)
+                resp = await self._get().infer(self.base_url, req, model_name=model, timeout=timeout_s)
         except (TimeoutError, httpx.TimeoutException):
             raise AgentCallError("timeout") from None
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
@@ -223,14 +229,14 @@ class RestV2Endpoint(AgentEndpoint):
 
 
 class RestV1Endpoint(AgentEndpoint):
-    """V1 JSON: every array as nested lists, one instance per call."""
+    """V1 JSON: every array as nested lists, one instance per row (risk: one with its K proposals)."""
 
     kind = "rest-v1"  # type: ignore[assignment]
 
     def __init__(self, agent: str, url: str) -> None:
         super().__init__(agent, url)
         parts = urlsplit(url)
-        self.url = f"{parts.scheme}://{parts.netloc}/v1/models/{agent}:predict"
+        self.base_url = f"{parts.scheme}://{parts.netloc}"
         self._client: Any = None
 
     async def infer(self, inputs: Mapping[str, np.ndarray], timeout_s: float) -> dict[str, np.ndarray]:
@@ -240,11 +246,16 @@ class RestV1Endpoint(AgentEndpoint):
         if self._client is None:
             self._client = httpx.AsyncClient()
         proposals = "proposal" in inputs and "tactical" in inputs  # the risk_proposals entry keeps its K axis
-        inst = {k: (v if proposals and k == "proposal" else v[0]).tolist() for k, v in inputs.items()}
+        if proposals:
+            instances = [{k: (v if k == "proposal" else v[0]).tolist() for k, v in inputs.items()}]
+        else:  # one instance per row of the batch
+            n = len(next(iter(inputs.values())))
+            instances = [{k: v[i].tolist() for k, v in inputs.items()} for i in range(n)]
         try:
+            model = model_for_inputs(self.agent, set(inputs))
             r = await self._client.post(
-                self.url,
-                content=orjson.dumps({"instances": [inst]}),
+                f"{self.base_url}/v1/models/{model}:predict",
+                content=orjson.dumps({"instances": instances}),
                 headers={"content-type": "application/json"},
                 timeout=timeout_s,
             )
@@ -256,11 +267,11 @@ class RestV1Endpoint(AgentEndpoint):
             raise AgentCallError(f"error:http_{r.status_code}")
         body = orjson.loads(r.content)
         self.version = body.get("version") or self.version
-        pred = body["predictions"][0]
-        return {
-            k: (np.asarray(v, np.float32) if proposals and k == "q" else np.asarray(v, np.float32)[None])
-            for k, v in pred.items()
-        }
+        preds = body["predictions"]
+        if proposals:
+            return {k: np.asarray(v, np.float32) if k == "q" else np.asarray(v, np.float32)[None]
+                    for k, v in preds[0].items()}  # fmt: skip
+        return {k: np.asarray([p[k] for p in preds], np.float32) for k in preds[0]}
 
     async def close(self) -> None:
         if self._client is not None:

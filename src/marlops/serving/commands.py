@@ -105,6 +105,7 @@ def serve_local(
         typer.echo("ready:")
         for a, s in srv.agents.items():
             typer.echo(f"  {a:<9} {s.url}/v1/models/{a}:predict   {s.url}/v2/models/{a}/infer   {s.grpc_url}")
+        typer.echo("  (the risk server also serves the models risk-encode and risk-q: docs/serving.md)")
         typer.echo(f"  decision  {srv.decision_url}/v1/models/decision:predict   {srv.decision_grpc}")
         typer.echo(f"  logs      {srv.log_dir}")
         typer.echo("Ctrl-C stops them.")
@@ -144,7 +145,8 @@ def serve_agent(
         ),
     ] = None,
 ) -> None:
-    """One KServe ModelServer hosting one agent; ready once its model is loaded."""
+    """One KServe ModelServer hosting one agent (a model per entry: the risk agent is risk, risk-encode
+    and risk-q); ready once its graphs are loaded."""
     from marlops.serving.server import isolate_argv
 
     isolate_argv()
@@ -160,8 +162,10 @@ def serve_agent(
         model.load()
     except (ModelSourceError, RegistryError, OSError, ValueError) as e:
         raise _fail(f"--model-uri: {e}") from None
-    typer.echo(f"{name} {model.version} from {model_uri}: http {http_port}, grpc {grpc_port}")
-    serve([model], http_port, grpc_port, max_body_bytes, {name: alias or []})
+    models = [model, *model.siblings()]  # one model per entry (risk: risk, risk-encode, risk-q), one runner
+    served = ", ".join(m.name for m in models)
+    typer.echo(f"{name} {model.version} from {model_uri} as {served}: http {http_port}, grpc {grpc_port}")
+    serve(models, http_port, grpc_port, max_body_bytes, {name: alias or []})
 
 
 @serve_app.command("decision")

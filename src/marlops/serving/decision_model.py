@@ -35,7 +35,8 @@ from marlops.serving.decision_service import (
     FetchedMatrices,
 )
 from marlops.serving.request_log import RequestLog
-from marlops.serving.tensors import InputError, json_body
+from marlops.serving.request_rules import json_body, json_problem
+from marlops.serving.tensors import InputError
 
 DECISION_MODEL = "decision"
 
@@ -160,7 +161,9 @@ class DecisionModel(Model):
         raw = items[0]
         try:
             body = orjson.loads(raw if isinstance(raw, bytes | str) else bytes(raw))
-        except (orjson.JSONDecodeError, TypeError) as e:
+        except orjson.JSONDecodeError:
+            raise json_problem(raw, "inputs.request") from None
+        except TypeError as e:
             raise InputError("inputs.request", f"not JSON: {e}") from None
         out = (await svc.decide(parse_request(body, svc.clocks))).to_json()
         o = InferOutput(name="decision", shape=[1], datatype="BYTES")

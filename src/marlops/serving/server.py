@@ -3,8 +3,11 @@
 KServe's ModelServer gives V1 + V2 REST, gRPC, ``/v2/health/*`` and ``/metrics``. On top of it:
 
 - a body-size limit (``--max-body-bytes``; REST answers 400 naming ``body``, gRPC RESOURCE_EXHAUSTED);
-- request decoding errors (malformed V2 binary headers, broken JSON, wrong content types) are 400s naming
-  what was wrong, not KServe's 500s: anything that fails while *parsing* a request is the client's fault;
+- the content-type rule of :mod:`marlops.serving.request_rules` on every inference route (V1 ``:predict``,
+  V2 ``/infer``): JSON or the V2 binary extension, anything else a 415 naming the content type;
+- request decoding errors (malformed V2 binary headers, broken JSON) are 400s naming what was wrong and
+  where (broken JSON: line, column, char offset and what is there), not KServe's 500s: anything that fails
+  while *parsing* a request is the client's fault;
 - FastAPI's 422 for a V2 body that does not fit the V2 schema becomes a 400 naming the field;
 - routes that KServe answers with 5xx by design are closed with a 404 saying why: model versions
   (``/v2/models/NAME/versions/…``, not implemented by KServe's data plane), ``:explain`` (no explainer) and
@@ -26,6 +29,18 @@ from typing import Any
 
 import orjson
 
+from marlops.serving.request_rules import (
+    BINARY_TYPE,
+    INFERENCE_HEADER,
+    JSON_TYPE,
+    UnsupportedMediaType,
+    check_request_shape,
+    json_problem,
+    parse_json,
+    request_media,
+)
+from marlops.serving.tensors import InputError
+
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 _CLOSED_ROUTES = (
     (
@@ -35,6 +50,10 @@ _CLOSED_ROUTES = (
     (re.compile(r"^/v1/models/[^/]+:explain$"), "no explainer is served"),
     (re.compile(r"^/v2/repository/"), "the model repository extension is disabled on marlops servers"),
 )
+
+
+_V1_INFER = re.compile(r"^/v1/models/[^/]+:predict$")
+_V2_INFER = re.compile(r"^/v2/models/[^/]+/infer$")
 
 
 def isolate_argv() -> None:
@@ -56,7 +75,8 @@ async def _send_json(send: Any, status: int, content: dict) -> None:
 
 
 class GuardMiddleware:
-    """Pure ASGI: closed routes → 404, oversized bodies → 400 (before anything reads them)."""
+    """Pure ASGI: closed routes → 404, a content type no server reads → 415, oversized bodies → 400
+    (before anything reads them)."""
 
     def __init__(self, app: Any, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.app = app
@@ -70,6 +90,12 @@ class GuardMiddleware:
         for pattern, why in _CLOSED_ROUTES:
             if pattern.search(path):
                 await _send_json(send, 404, {"error": f"{path}: {why}"})
+                return
+        v1, v2 = bool(_V1_INFER.match(path)), bool(_V2_INFER.match(path))
+        if (v1 or v2) and scope.get("method") == "POST":
+            scope = _with_media(scope, v2)
+            if "error" in scope:
+                await _send_json(send, scope["status"], {"error": scope["error"]})
                 return
         limit = self.max_body_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
@@ -111,9 +137,34 @@ class GuardMiddleware:
         await self.app(scope, replay, send)
 
 
+def _with_media(scope: dict, v2: bool) -> dict:
+    """The request's scope with its content type spelled as KServe and FastAPI read it (JSON:
+    ``application/json``; the binary extension: ``application/octet-stream``), or ``{"error", "status"}``."""
+    headers = list(scope.get("headers") or [])
+    found = {k.lower(): v for k, v in headers}
+    ct = found.get(b"content-type")
+    length = found.get(b"content-length")
+    has_body = b"chunked" in found.get(b"transfer-encoding", b"").lower() or (
+        length is not None and length.strip() not in (b"0", b"")
+    )
+    try:
+        media = request_media(
+            ct.decode("latin-1") if ct is not None else None, has_body, INFERENCE_HEADER.encode() in found, v2
+        )
+    except UnsupportedMediaType as e:
+        return {"error": str(e), "status": 415}
+    except InputError as e:
+        return {"error": str(e), "status": 400}
+    spelled = (JSON_TYPE if media == "json" else BINARY_TYPE).encode()
+    headers = [(k, v) for k, v in headers if k.lower() != b"content-type"] + [(b"content-type", spelled)]
+    return {**scope, "headers": headers}
+
+
 def _validation_400(request: Any, exc: Any) -> Any:
     from fastapi.responses import JSONResponse
 
+    if any(e.get("type") == "json_invalid" for e in exc.errors()):  # say where the JSON broke
+        return JSONResponse(status_code=400, content={"error": str(json_problem(exc.body or ""))})
     parts = []
     for e in exc.errors()[:3]:
         loc = [str(p) for p in e.get("loc", ()) if p != "body"]
@@ -128,13 +179,50 @@ def _safe_dataplane(registry: Any) -> Any:
     class SafeDataPlane(DataPlane):
         def decode(self, body: Any, headers: Any, *args: Any, **kwargs: Any) -> Any:
             try:
+                if isinstance(body, bytes | bytearray):
+                    model = self._model_registry.get_model(kwargs.get("model_name") or "")
+                    body = _pre_decode(body, headers or {}, model)
                 return super().decode(body, headers, *args, **kwargs)
+            except InputError as e:
+                raise InvalidInput(str(e)) from None
             except InvalidInput as e:
                 raise InvalidInput(f"body: {e.reason}") from None
             except Exception as e:  # a request KServe cannot parse is a bad request, not a server error
                 raise InvalidInput(f"body: cannot be decoded ({type(e).__name__}: {e})") from None
 
     return SafeDataPlane(model_registry=registry)
+
+
+def _pre_decode(body: bytes | bytearray, headers: dict[str, str], model: Any) -> Any:
+    """What KServe's decoder would fail on with a vague message, checked here with a precise one: a JSON
+    body is parsed (and handed on parsed); a binary body's JSON header is parsed and what it declares
+    (names, datatypes, shapes) held to the model's rules, as gRPC's request is."""
+    n = headers.get(INFERENCE_HEADER)
+    if n is None:
+        return parse_json(body) if headers.get("content-type") == JSON_TYPE else body
+    try:
+        size = int(n)
+    except ValueError:
+        raise InputError(INFERENCE_HEADER, f"{n!r}: not a number of bytes") from None
+    if not 0 < size <= len(body):
+        raise InputError(INFERENCE_HEADER, f"{size}: the JSON header must fit the {len(body)}-byte body")
+    header = parse_json(bytes(body[:size]), "body (JSON header)")
+    declared = header.get("inputs") if isinstance(header, dict) else None
+    if isinstance(declared, list) and all(
+        isinstance(i, dict)
+        and isinstance(i.get("name"), str)
+        and isinstance(i.get("datatype"), str)
+        and isinstance(i.get("shape"), list)
+        for i in declared
+    ):
+        items = [(i["name"], i["datatype"], i["shape"]) for i in declared]
+        check = getattr(model, "check_declared", None)
+        if check is not None:
+            check(items)
+        else:
+            for name, _, shape in items:
+                check_request_shape(f"inputs.{name}", shape)
+    return body
 
 
 class _OneLineBadRequests(logging.Filter):

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import orjson
 
 from marlops.market.matrices import MATRIX_SPECS
 
@@ -24,22 +23,15 @@ class InputError(ValueError):
         self.field = field
 
 
-def json_body(payload: Any) -> Any:
-    """A request body KServe left undecoded (a content type other than JSON) parsed as JSON."""
-    if isinstance(payload, bytes | bytearray | str):
-        try:
-            return orjson.loads(payload)
-        except orjson.JSONDecodeError as e:
-            raise InputError("body", f"not JSON: {e}") from None
-    return payload
-
-
 def fmt_shape(shape: Sequence[int | str]) -> str:
     return "[" + ", ".join(str(s) for s in shape) + "]"
 
 
-def as_array(value: Any, field: str, dtype: type, shape: Sequence[int | None]) -> np.ndarray:
-    """``value`` as a ``dtype`` array of ``shape`` (None: any size on that axis), finite if float.
+def as_array(
+    value: Any, field: str, dtype: type, shape: Sequence[int | None], finite: bool = True
+) -> np.ndarray:
+    """``value`` as a ``dtype`` array of ``shape`` (None: any size on that axis), finite if float (unless
+    ``finite`` is False: the caller reports NaN/inf itself).
 
     Rejects strings, nested objects and ragged lists (no silent parsing of "1.0"), booleans where numbers
     are expected, numbers other than 0/1 where booleans are expected, and NaN/inf.
@@ -69,7 +61,7 @@ def as_array(value: Any, field: str, dtype: type, shape: Sequence[int | None]) -
     ):
         want = fmt_shape(["N" if s is None else s for s in shape])
         raise InputError(field, f"expected shape {want}, got {fmt_shape(arr.shape)}")
-    if not want_bool and not np.isfinite(arr).all():
+    if finite and not want_bool and not np.isfinite(arr).all():
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
         raise InputError(field, f"NaN or inf at index {list(bad)} (a float32 overflow counts as inf)")
     return arr
