@@ -314,7 +314,10 @@ def test_cli_exit_codes(logs: dict[str, Path], tmp_path: Path, monkeypatch: pyte
     bad = runner.invoke(app, [*base, "--current", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "no such file" in bad.output
     unsigned = runner.invoke(app, [*shifted, "--webhook", "http://127.0.0.1:9/alerts"])
-    assert unsigned.exit_code == 2 and "MARLOPS_WEBHOOK_SECRET is not set" in unsigned.output
+    assert unsigned.exit_code == 2
+    assert "$MARLOPS_WEBHOOK_SECRET (or $MARLOPS_WEBHOOK_SECRET_FILE, a file holding it) is not set" in (
+        unsigned.output
+    )
     monkeypatch.setenv("MARLOPS_WEBHOOK_SECRET", "k" * 32)
     monkeypatch.setenv("MARLOPS_WEBHOOK_URLS", "http://127.0.0.1:9/refused")
     undelivered = runner.invoke(app, [*shifted, "--no-fail-on-drift"])
