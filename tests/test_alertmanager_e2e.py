@@ -18,9 +18,7 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,7 +27,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 from fastapi import Request, Response
 from pydantic import SecretStr
@@ -38,6 +35,7 @@ from marlops.monitoring.alerts import DriftAlert
 from marlops.monitoring.auth import Credentials
 from marlops.monitoring.receiver import ReceiverSettings, create_app
 from marlops.monitoring.webhooks import send_alert
+from receiver_server import free_port, serving
 
 REPO = Path(__file__).resolve().parents[1]
 SNIPPET = REPO / "monitoring" / "alertmanager.yaml"
@@ -56,12 +54,6 @@ def _binary() -> str:
             )
         pytest.skip("Alertmanager not installed (Debian: prometheus-alertmanager)")
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _until(what: str, check: Callable[[], Any], timeout: float = 15.0) -> Any:
@@ -101,19 +93,8 @@ def receiver(tmp_path: Path) -> Iterator[tuple[str, _Trigger]]:
             trigger.answers.append((request.headers.get("user-agent", ""), response.status_code))
         return response
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    _until("the receiver", lambda: server.started)
-    try:
-        yield f"http://127.0.0.1:{port}", trigger
-    finally:
-        for t in app.state.threads:
-            t.join(5)
-        server.should_exit = True
-        thread.join(10)
-        app.state.trigger_state.close()
+    with serving(app) as url:
+        yield url, trigger
 
 
 def _config(tmp_path: Path, receiver_url: str) -> Path:
@@ -143,7 +124,7 @@ def _config(tmp_path: Path, receiver_url: str) -> Path:
 @pytest.fixture
 def alertmanager(tmp_path: Path, receiver: tuple[str, _Trigger]) -> Iterator[str]:
     binary = _binary()
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "alertmanager.log").open("w")
     proc = subprocess.Popen(
         [

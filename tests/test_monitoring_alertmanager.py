@@ -10,16 +10,13 @@ import base64
 import hmac
 import json
 import logging
-import socket
-import threading
-import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
@@ -31,6 +28,7 @@ from marlops.monitoring.receiver import ReceiverSettings, create_app
 from marlops.monitoring.signing import sign
 from marlops.monitoring.trigger_state import plain_text
 from marlops.secret_files import SecretSettingError
+from receiver_server import serving
 
 TOKEN = SecretStr("bearer-token-for-tests-0123456789")
 KEY = SecretStr("hmac-key-for-tests-0123456789")
@@ -279,34 +277,21 @@ class _Client(httpx.Client):
 
 @pytest.fixture
 def app_for(tmp_path: Path) -> Iterator:
-    started: list[tuple[uvicorn.Server, threading.Thread, object, _Client]] = []
+    made: list[_Client] = []
+    with ExitStack() as stack:
 
-    def make(trigger: _Trigger, **kw: object) -> _Client:
-        kw = {"cooldown_s": 0, "rate_limit": 1000, **kw}
-        state = tmp_path / f"state{len(started)}"
-        settings = ReceiverSettings(credentials=ALL, state_dir=state, **kw)  # type: ignore[arg-type]
-        app = create_app(settings, trigger)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline, "receiver did not start"
-            time.sleep(0.02)
-        client = _Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-        client.app = app
-        started.append((server, thread, app, client))
-        return client
+        def make(trigger: _Trigger, **kw: object) -> _Client:
+            kw = {"cooldown_s": 0, "rate_limit": 1000, **kw}
+            state = tmp_path / f"state{len(made)}"
+            settings = ReceiverSettings(credentials=ALL, state_dir=state, **kw)  # type: ignore[arg-type]
+            app = create_app(settings, trigger)
+            url = stack.enter_context(serving(app))
+            client = stack.enter_context(_Client(base_url=url, timeout=10))
+            client.app = app
+            made.append(client)
+            return client
 
-    yield make
-    for server, thread, app, client in started:
-        client.close()
-        server.should_exit = True
-        thread.join(10)
-        app.state.trigger_state.close()  # type: ignore[attr-defined]
+        yield make
 
 
 def _post(client: _Client, body: object, headers: dict[str, str] | None = None) -> httpx.Response:

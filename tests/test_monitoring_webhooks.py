@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,6 @@ from typing import ClassVar
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
 from marlops.monitoring.alerts import ALERT_NAME, AlertFormatError, DriftAlert, parse_alert, render
@@ -32,6 +30,7 @@ from marlops.monitoring.signing import (
     verify,
 )
 from marlops.monitoring.webhooks import deliver, parse_target, redact, send_alert
+from receiver_server import free_port, serving
 
 SECRET = SecretStr("s3cret-key-for-tests-only")
 FAST = WebhookSettings(timeout_s=2.0, attempts=3, backoff_s=0.01, max_backoff_s=0.05)
@@ -47,12 +46,6 @@ def _alert(alert_id: str = "run-0001abcd", status: str = "firing") -> DriftAlert
         drifted_datasets=["predictions"],
         shares={"predictions": 0.5},
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------- signing
@@ -208,7 +201,7 @@ def test_sender_does_not_retry_4xx_and_gives_up_on_refused() -> None:
     with _server([401]) as (url, h):
         d = deliver(_alert(), parse_target(url), SECRET, FAST)
     assert (d.ok, d.status, d.attempts, len(h.received)) == (False, 401, 1, 1)
-    d = deliver(_alert(), parse_target(f"http://127.0.0.1:{_free_port()}/x"), SECRET, FAST)
+    d = deliver(_alert(), parse_target(f"http://127.0.0.1:{free_port()}/x"), SECRET, FAST)
     assert not d.ok and d.attempts == 3 and "gave up after 3" in (d.error or "")
 
 
@@ -233,23 +226,8 @@ class _Trigger:
 @contextmanager
 def _receiver(tmp: Path, trigger: _Trigger, **kw: object) -> Iterator[str]:
     settings = ReceiverSettings(secret=SECRET, state_dir=tmp, **kw)  # type: ignore[arg-type]
-    app = create_app(settings, trigger)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline, "receiver did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        for th in app.state.threads:
-            th.join(5)
-        server.should_exit = True
-        t.join(10)
-        app.state.trigger_state.close()
+    with serving(create_app(settings, trigger)) as url:
+        yield url
 
 
 def _post(
