@@ -213,3 +213,27 @@ def test_pipeline_train_step_reads_the_store_the_build_step_names(ds, tmp_path) 
         steps._feast_source("parquet", built.dataset)
     with pytest.raises(ValueError, match=r"training_data: 'feast' needs .* no lineage.json naming one"):
         steps._feast_source("feast", ds.path)
+
+
+def test_fingerprint_is_the_definitions_and_other_definitions_are_refused(ds, feast, tmp_path) -> None:
+    from feast import FeatureService
+
+    from marlops.features.definitions import tactical_features
+    from marlops.features.repo import open_store
+    from marlops.features.training import (
+        TrainingDataError,
+        definitions_fingerprint,
+        load_dataset,
+        service_fingerprint,
+    )
+
+    # the registry's copy (registered at another time, in another folder) hashes like the code's objects
+    assert service_fingerprint(open_store(feast)) == definitions_fingerprint()
+    assert definitions_fingerprint("risk") != definitions_fingerprint("tactical")
+    copy = tmp_path / "feast"
+    shutil.copytree(feast, copy)
+    store = open_store(copy)
+    store.apply([FeatureService(name="risk", features=[tactical_features], description="tactical only")])
+    assert service_fingerprint(store) != definitions_fingerprint()
+    with pytest.raises(TrainingDataError, match=r"feature service 'risk' in .* is not the code's definition"):
+        load_dataset(ds.path, copy, "AAA")

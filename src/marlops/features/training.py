@@ -97,12 +97,57 @@ class TrainingSource:
 
 def service_fingerprint(store: FeatureStore, service: str = TRAINING_SERVICE) -> str:
     """SHA-256 (16 hex) over the registered feature service's spec and the specs of its views: the
-    definitions a training set was read with, as the store's registry holds them."""
+    definitions a training set was read with, as the store's registry holds them (the data sources'
+    registration times left out, so stores with the same definitions share it)."""
     fs = store.get_feature_service(service)
-    h = hashlib.sha256(fs.to_proto().spec.SerializeToString(deterministic=True))
-    for p in sorted(fs.feature_view_projections, key=lambda p: p.name):
-        h.update(store.get_feature_view(p.name).to_proto().spec.SerializeToString(deterministic=True))
+    views = [store.get_feature_view(p.name) for p in fs.feature_view_projections]
+    return _digest([fs.to_proto().spec, *(v.to_proto().spec for v in views)])
+
+
+def definitions_fingerprint(service: str = TRAINING_SERVICE) -> str:
+    """:func:`service_fingerprint` of the code's definitions (marlops.features.definitions)."""
+    from marlops.features.definitions import FEATURE_SERVICES, FEATURE_VIEWS
+
+    fs = FEATURE_SERVICES[service]
+    views = [FEATURE_VIEWS[p.name] for p in fs.feature_view_projections]
+    return _digest([fs.to_proto().spec, *(v.to_proto().spec for v in views)])
+
+
+def _digest(specs: list[Any]) -> str:
+    h = hashlib.sha256()
+    for spec in sorted((_without_source_meta(s) for s in specs), key=lambda s: s.name):
+        h.update(spec.SerializeToString(deterministic=True))
     return h.hexdigest()[:16]
+
+
+def _without_source_meta(message: Any) -> Any:
+    """A copy with every DataSource's ``meta`` (created/updated timestamps) cleared."""
+    out = type(message)()
+    out.CopyFrom(message)
+    _clear_source_meta(out)
+    return out
+
+
+def _repeated(field: Any) -> bool:
+    r = getattr(field, "is_repeated", None)  # newer protobuf (``label`` is deprecated there)
+    if r is None:
+        return field.label == field.LABEL_REPEATED
+    return bool(r() if callable(r) else r)
+
+
+def _clear_source_meta(message: Any) -> None:
+    if message.DESCRIPTOR.full_name == "feast.core.DataSource" and message.HasField("meta"):
+        message.ClearField("meta")
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        if _repeated(field):
+            if field.message_type.GetOptions().map_entry:
+                continue
+            for item in value:
+                _clear_source_meta(item)
+        else:
+            _clear_source_meta(value)
 
 
 def read_rows(
@@ -292,6 +337,12 @@ def feast_features(
             f"feature service {service!r} is not registered in {feast_dir(directory)} ({e}); "
             "build the store from this dataset first (the pipeline's build step)"
         ) from e
+    code = definitions_fingerprint(service)
+    if fingerprint != code:  # the online path serves the code's definitions: train on the same
+        raise TrainingDataError(
+            f"feature service {service!r} in {feast_dir(directory)} is not the code's definition "
+            f"(fingerprint {fingerprint}, code {code}): apply them (the pipeline's build step) first"
+        )
     path = cache_file(directory, instrument, data_hash, fingerprint)
     rows = _load(path, base_end, higher_end) if cache else None
     hit = rows is not None
