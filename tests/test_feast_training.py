@@ -237,3 +237,36 @@ def test_fingerprint_is_the_definitions_and_other_definitions_are_refused(ds, fe
     assert service_fingerprint(store) != definitions_fingerprint()
     with pytest.raises(TrainingDataError, match=r"feature service 'risk' in .* is not the code's definition"):
         load_dataset(ds.path, copy, "AAA")
+
+
+@pytest.mark.slow
+def test_cli_train_from_feast_records_the_source_and_a_rerun_hits_the_cache(tmp_path) -> None:
+    """``marlops train --from-feast`` (ci budget; 10 days: the regime stage needs warm labelled bars)."""
+    from typer.testing import CliRunner
+
+    from marlops.cli import app
+    from marlops.features import build_features
+
+    ds = make_dataset(tmp_path / "ds", 10, seed=6)
+    store = tmp_path / "feast"
+    build_features(ds, "AAA", store)
+    runner = CliRunner()
+    out = tmp_path / "run"
+    args = ["train", "--budget", "ci", "--updates", "1", "--dataset", str(ds.path), "--holdout-fraction", "0"]
+    r = runner.invoke(app, [*args, "--instrument", "AAA"])
+    assert r.exit_code == 2 and "give --from-feast too" in r.output
+    records = []
+    for _ in range(2):  # the second time the finished run is found, and the rows come from the cache
+        r = runner.invoke(app, [*args, "--from-feast", str(store), "--instrument", "AAA", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["config"]["feast_dir"] == str(store.resolve())
+        records.append(summary["training_data"])
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x for x in lines if x.get("event") == "training_data"] == [
+        {"event": "training_data", **x} for x in records
+    ]
+    assert [x["cache"] for x in records] == ["miss", "hit"]
+    for rec in records:
+        assert rec["source"] == "feast" and rec["instrument"] == "AAA" and rec["service"] == "risk"
+        assert rec["data_hash"] == dataset_hash(ds.path)
