@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 LINEAGE_FILE = "lineage.json"
 PROMOTE_MODES = ("gate", "force", "never")
 TRAINING_DATA = ("feast", "dataset")  # where the train step reads the feature rows from
+_RUN_ONLY = ("cache", "cache_file", "seconds")  # of a training_data record: this run's, not the data's
 _RUN_FILES = ("agents", "critic.pt", "summary.json", "metrics.jsonl")  # what a model artifact carries
 
 
@@ -368,8 +369,9 @@ def register(
     cfg = resolve_tracking(tracking_uri or None)
     facts = dict(lineage or {})
     summary = Path(model_dir) / "summary.json"
-    if summary.exists():  # where the feature rows came from (Feast: service fingerprint + data hash)
-        facts.setdefault("training_data", json.loads(summary.read_text()).get("training_data"))
+    if summary.exists():  # where the feature rows came from (Feast: store, service fingerprint, data hash)
+        source = json.loads(summary.read_text()).get("training_data") or {}
+        facts.setdefault("training_data", {k: v for k, v in source.items() if k not in _RUN_ONLY} or None)
     reg = register_run(model_dir, eval_dir, facts, cfg)
     versions = {a: str(r.version) for a, r in reg.agents.items()}
     if promote == "never":
