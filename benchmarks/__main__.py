@@ -5,7 +5,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["market", "agents", "agents_gpu", "env", "train", "regime_ceiling", "mappo_mpe", "serving"]
+BENCHMARKS = [
+    "market",
+    "agents",
+    "agents_gpu",
+    "env",
+    "train",
+    "feast_training",
+    "regime_ceiling",
+    "mappo_mpe",
+    "serving",
+]
 
 
 def main(argv: list[str]) -> None:

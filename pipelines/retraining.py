@@ -38,10 +38,11 @@ def retraining_pipeline(
     namespace: str = "marlops",
     state_dir: str = "data/serving",
     init_from: str = "models:/marlops-{agent}@champion",
+    training_data: str = "feast",
 ) -> Result:
     r = team_steps(
         days, seed, source, instrument, feast_dir, online, budget, updates, train_seed, gpus, work_dir,
         eval_seeds, eval_days, fit_seeds, tracking_uri, "gate", gate, namespace, state_dir,
-        alert_id, init_from,
+        alert_id, init_from, training_data,
     )  # fmt: skip
     return Result(team=r.outputs["team"], promoted=r.outputs["promoted"], message=r.outputs["message"])

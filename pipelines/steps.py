@@ -30,6 +30,7 @@ def team_steps(
     state_dir: str,
     trigger: str,
     init_from: str = "",
+    training_data: str = "feast",
 ) -> dsl.PipelineTask:
     features = build_features(
         days=days, seed=seed, source=source, instrument=instrument, feast_dir=feast_dir, online=online
@@ -44,6 +45,7 @@ def team_steps(
             work_dir=work_dir,
             init_from=init_from,
             tracking_uri=tracking_uri,
+            training_data=training_data,
         )
         .set_display_name("train (staged: pretraining → MAPPO → DQN)")
         .set_cpu_request("2")

@@ -35,10 +35,11 @@ def training_pipeline(
     gate: str = "{}",
     namespace: str = "marlops",
     state_dir: str = "data/serving",
+    training_data: str = "feast",
 ) -> Result:
     r = team_steps(
         days, seed, source, instrument, feast_dir, online, budget, updates, train_seed, gpus, work_dir,
         eval_seeds, eval_days, fit_seeds, tracking_uri, promote, gate, namespace, state_dir,
-        "training",
+        "training", training_data=training_data,
     )  # fmt: skip
     return Result(team=r.outputs["team"], promoted=r.outputs["promoted"], message=r.outputs["message"])

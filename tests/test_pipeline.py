@@ -251,6 +251,10 @@ def test_training_then_rerun_then_gated_retraining(platform: Path) -> None:
     assert tags["marlops.lineage.data_hash"] == lineage["data_hash"]
     assert tags["marlops.lineage.trigger"] == "training"
     assert json.loads(tags["marlops.lineage.feature_views"]) == lineage["feature_views"]
+    # the train step read its feature rows from the build step's Feast store (training_data="feast")
+    trained_on = json.loads(tags["marlops.lineage.training_data"])
+    assert trained_on["source"] == "feast" and trained_on["service"] == "risk"
+    assert trained_on["data_hash"] == lineage["data_hash"] and trained_on["feast_dir"] == lineage["feast_dir"]
     assert "mlflow.source.git.commit" in tags
 
     # a rerun is safe: same team, nothing registered twice, nothing promoted, same manifests

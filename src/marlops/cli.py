@@ -559,6 +559,21 @@ def train_cmd(
             "first 1 − --holdout-fraction of the bars only (the end of that part validates)."
         ),
     ] = None,
+    from_feast: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --dataset: read its feature rows from this Feast store's offline store (the folder "
+            "the pipeline's build step / marlops.features.build_features wrote from it) instead of "
+            "computing them from its bars; the same matrices, cached per data hash (docs/features.md).",
+        ),
+    ] = None,
+    instrument: Annotated[
+        str | None,
+        typer.Option(
+            help="With --from-feast: the dataset's instrument id in the store (default: its "
+            "lineage.json's, else SYNTH)."
+        ),
+    ] = None,
     regime_targets: Annotated[
         str | None,
         typer.Option(
@@ -617,6 +632,8 @@ def train_cmd(
             raise ValueError(f"dataset: {dataset} is not a dataset folder (no meta.json)")
         if labels is not None and not labels.exists():
             raise ValueError(f"labels: {labels}: file not found")
+        if instrument is not None and from_feast is None:
+            raise ValueError("instrument: names the dataset in a Feast store; give --from-feast too")
         cfg = budget_config(
             budget,
             updates=updates,
@@ -626,6 +643,8 @@ def train_cmd(
             checkpoint_every=checkpoint_every,
             threads=threads,
             dataset=str(dataset.resolve()) if dataset is not None else None,
+            feast_dir=str(from_feast.resolve()) if from_feast is not None else None,
+            instrument=instrument,
             regime_targets=regime_targets,
             labels=str(labels.resolve()) if labels is not None else None,
             holdout_fraction=holdout_fraction,
@@ -639,6 +658,8 @@ def train_cmd(
             ("--updates", updates),
             ("--days", days),
             ("--dataset", dataset),
+            ("--from-feast", from_feast),
+            ("--instrument", instrument),
             ("--regime-targets", regime_targets),
             ("--labels", labels),
             ("--holdout-fraction", holdout_fraction),

@@ -16,8 +16,9 @@ point-in-time join needs.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,14 @@ class MarketDataset:
     ticks: pd.DataFrame | None = field(default=None, repr=False)
 
     @classmethod
-    def load(cls, path: str | Path, with_ticks: bool = False) -> MarketDataset:
+    def load(
+        cls,
+        path: str | Path,
+        with_ticks: bool = False,
+        features: Callable[[pd.DataFrame, pd.DataFrame], FeatureSet] = features_from_bars,
+    ) -> MarketDataset:
+        """``features``: the feature rows of (base, higher) bars; default computed from the bars (the
+        train step can read them from Feast instead: marlops.features.training)."""
         p = Path(path)
         meta_file = p / "meta.json"
         if not meta_file.exists():
@@ -55,7 +63,22 @@ class MarketDataset:
         base, higher = read_frame(p / "bars_base.parquet"), read_frame(p / "bars_higher.parquet")
         labels = read_frame(p / "labels.parquet") if (p / "labels.parquet").exists() else None
         ticks = read_frame(p / "ticks.parquet") if with_ticks and (p / "ticks.parquet").exists() else None
-        return cls(p, meta, base, higher, features_from_bars(base, higher), labels, ticks)
+        return cls(p, meta, base, higher, features(base, higher), labels, ticks)
+
+
+def dataset_hash(path: str | Path, skip: Collection[str] = ("lineage.json",)) -> str:
+    """SHA-256 over a dataset folder's files (names and bytes, sorted): the data a model was trained on.
+
+    ``skip``: file names left out (the pipeline's lineage.json describes the data and is written after it).
+    """
+    root = Path(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file() and q.name not in skip):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def feature_frames(fs: FeatureSet) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -6,8 +6,10 @@ in tests the same functions run.
 
 - :func:`build_features`: a market dataset (synthetic by default, or an imported folder) → Feast sources,
   ``feast apply`` + materialize; lineage (data hash, feature view fingerprints) travels with the dataset.
-- :func:`train`: ``marlops train`` on that dataset. With a ``work_dir`` the run lives in a folder keyed by
-  the data hash and the configuration, so a rerun (or a retried task) resumes or finds it finished.
+- :func:`train`: ``marlops train`` on that dataset, its feature rows read from the Feast store the build
+  step wrote (``training_data="feast"``) or computed from its bars (``"dataset"``). With a ``work_dir`` the
+  run lives in a folder keyed by the data hash and the configuration, so a rerun (or a retried task)
+  resumes or finds it finished.
 - :func:`evaluate`: held-out synthetic markets, baselines, HTML + JSON report (what the gate compares).
 - :func:`register`: MLflow run with lineage, the four agents registered, challenger → champion through
   the promotion gate (or forced, or never).
@@ -30,19 +32,16 @@ if TYPE_CHECKING:
 
 LINEAGE_FILE = "lineage.json"
 PROMOTE_MODES = ("gate", "force", "never")
+TRAINING_DATA = ("feast", "dataset")  # where the train step reads the feature rows from
+_RUN_ONLY = ("cache", "cache_file", "seconds")  # of a training_data record: this run's, not the data's
 _RUN_FILES = ("agents", "critic.pt", "summary.json", "metrics.jsonl")  # what a model artifact carries
 
 
 def data_hash(dataset_dir: str | Path) -> str:
     """SHA-256 over a dataset folder's files (names and bytes, sorted): the data a model was trained on."""
-    root = Path(dataset_dir)
-    h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file() and q.name != LINEAGE_FILE):
-        h.update(p.relative_to(root).as_posix().encode() + b"\0")
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    from marlops.market.dataset import dataset_hash
+
+    return dataset_hash(dataset_dir, skip=(LINEAGE_FILE,))
 
 
 def parse_seeds(text: str, what: str) -> list[int]:
@@ -66,6 +65,7 @@ class FeatureBuild:
     online: str
     data_hash: str
     feature_views: dict[str, str]
+    feature_sources: dict[str, str]  # sha256 of the row sources written: the train step checks them
     base_bars: int
     start: str
     end: str
@@ -76,6 +76,8 @@ class FeatureBuild:
             "feature_views": self.feature_views,
             "instrument": self.instrument,
             "data_span": [self.start, self.end],
+            "feast_dir": str(self.feast_dir),  # the store the train step reads the rows from
+            "feature_sources": self.feature_sources,
         }
 
 
@@ -91,6 +93,7 @@ def build_features(
     """Write the dataset to ``out`` (synthesized from ``seed``/``days``, or copied from ``source``), then
     Feast: sources, apply, materialize into the online store. Returns what the lineage records."""
     from marlops.features import build_features as feast_build
+    from marlops.features.training import source_digests
     from marlops.market.dataset import MarketDataset, dataset_from_ticks
     from marlops.market.feed import FeedConfig
     from marlops.market.synthetic import generate_market
@@ -119,6 +122,7 @@ def build_features(
         online=built.online,
         data_hash=data_hash(out),
         feature_views=dict(built.fingerprints),
+        feature_sources=source_digests(built.directory, instrument),
         base_bars=len(base),
         start=_iso(ends[0]) if len(ends) else "",
         end=_iso(ends[-1]) if len(ends) else "",
@@ -178,6 +182,7 @@ def train(
     regime_targets: str = "auto",
     labels: str = "",
     holdout_fraction: float = -1.0,
+    training_data: str = "feast",
 ) -> Trained:
     """Train the team on the dataset; the finished run (agents, critic, summary, metrics) lands in ``out``.
 
@@ -190,6 +195,9 @@ def train(
     regime labels: ``auto`` fits the HMM labeller on its training part). ``holdout_fraction``:
     ``--holdout-fraction``; negative = 0 for a dataset of the reference synthetic generator (this pipeline
     evaluates on other seeds), else 0.5 (an import: ``marlops evaluate --data`` tests on its second half).
+    ``training_data``: "feast" reads the feature rows from the Feast store the build step recorded in the
+    dataset's lineage.json (same values, the definitions serving reads; summary.json's ``training_data``
+    records the feature service fingerprint and data hash), "dataset" computes them from the bars.
     """
     from marlops.training.market import budget_config, train_team
     from marlops.training.stages import reference_generator
@@ -208,6 +216,7 @@ def train(
         "regime_targets": regime_targets,
         "labels": labels or None,
         "holdout_fraction": holdout_fraction,
+        **_feast_source(training_data, dataset_dir),
     }
     if work_dir:
         work_root = Path(work_dir)
@@ -243,6 +252,21 @@ def train(
                 shutil.copy2(src, dst)
     acc = s.regime_val_balanced_accuracy
     return Trained(out, run_dir, s.resumed_from, acc, s.updates, s.env_steps, s.wall_s, s.final)
+
+
+def _feast_source(training_data: str, dataset_dir: Path) -> dict[str, Any]:
+    """The config entries that make training read the rows from the build step's Feast store."""
+    if training_data not in TRAINING_DATA:
+        raise ValueError(f"training_data: expected one of {TRAINING_DATA}, got {training_data!r}")
+    if training_data == "dataset":
+        return {}
+    lineage = read_lineage(dataset_dir)
+    if not lineage.get("feast_dir"):
+        raise ValueError(
+            f"training_data: 'feast' needs the Feast store the build step wrote, and {dataset_dir} has no "
+            f"{LINEAGE_FILE} naming one (feast_dir); build it with build_features or use 'dataset'"
+        )
+    return {"feast_dir": lineage["feast_dir"], "instrument": lineage.get("instrument")}
 
 
 def _initial_team(init_from: str, tracking_uri: str, root: Path) -> str | None:
@@ -343,7 +367,12 @@ def register(
         raise ValueError(f"promote: expected one of {PROMOTE_MODES}, got {promote!r}")
     gate_cfg = gate_config(gate)
     cfg = resolve_tracking(tracking_uri or None)
-    reg = register_run(model_dir, eval_dir, dict(lineage or {}), cfg)
+    facts = dict(lineage or {})
+    summary = Path(model_dir) / "summary.json"
+    if summary.exists():  # where the feature rows came from (Feast: store, service fingerprint, data hash)
+        source = json.loads(summary.read_text()).get("training_data") or {}
+        facts.setdefault("training_data", {k: v for k, v in source.items() if k not in _RUN_ONLY} or None)
+    reg = register_run(model_dir, eval_dir, facts, cfg)
     versions = {a: str(r.version) for a, r in reg.agents.items()}
     if promote == "never":
         return Registered(reg.run_id, reg.team, versions, reg.created, False, None, "promotion skipped")

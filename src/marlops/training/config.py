@@ -79,6 +79,11 @@ class TrainConfig:
     # a dataset folder (``MarketDataset``) to train on instead of the synthetic train seeds: the pipeline's
     # build-features step hands over the data it wrote the Feast sources from
     dataset: str | None = None
+    # read the dataset's feature rows from this Feast store's offline store instead of computing them from
+    # its bars (docs/features.md, "Training through Feast"): the same matrices, from the definitions the
+    # online store serves; ``instrument`` is the dataset's id there (None: its lineage.json's, else SYNTH)
+    feast_dir: str | None = None
+    instrument: str | None = None
     # a dataset run trains on the first (1 − holdout_fraction) of its bars only: the end is what
     # `marlops evaluate --data … --folds N` tests on (its test fraction, 0.5); 0 trains on all of it
     holdout_fraction: float = 0.5
@@ -102,11 +107,16 @@ class TrainConfig:
         check_targets(self.regime.targets)
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction: must be in [0, 1), got {self.holdout_fraction!r}")
+        if self.feast_dir is not None and self.dataset is None:
+            raise ValueError("feast_dir: training through Feast reads a dataset's rows; give a dataset too")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction: must be in (0, 1), got {self.validation_fraction!r}")
 
     def key(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        key = dataclasses.asdict(self)
+        if self.feast_dir is None:  # runs that read no Feast store keep the keys they had before it existed
+            del key["feast_dir"], key["instrument"]
+        return key
 
 
 # Budgets: "ci" runs in seconds (tests), "small" in ≤ 5 min (the main job), "default" in ≤ 30 min on a 2-core

@@ -108,6 +108,8 @@ class TrainingData:
     targets: RegimeTargets
     split: dict[str, Any] | None = None  # a dataset run's bar ranges (training/holdout.py)
     env: EnvConfig = field(default_factory=EnvConfig)  # a dataset's own costs (meta.json), else defaults
+    # where the feature rows came from: {"source": "synthetic" | "dataset"} or Feast's record (lineage)
+    source: dict[str, Any] = field(default_factory=lambda: {"source": "synthetic"})
 
 
 def training_data(cfg: TrainConfig) -> TrainingData:
@@ -122,13 +124,13 @@ def training_data(cfg: TrainConfig) -> TrainingData:
     rc = cfg.regime
     if rc.labels and not cfg.dataset:
         raise ValueError("regime.labels: a labels file labels a dataset; give --dataset too")
-    split, env = None, EnvConfig()
+    split, env, source = None, EnvConfig(), {"source": "synthetic"}
     if not cfg.dataset:
         markets = [synthetic_market_data(s, cfg.days) for s in cfg.train_seeds]
         val = synthetic_market_data(cfg.validation_seed, max(cfg.days // 3, 8))
         validation, own_labels = [val], True
     else:
-        ds = MarketDataset.load(cfg.dataset)
+        ds, source = load_dataset(cfg)
         full, env = market_data_from_dataset(ds), env_config_for_dataset(ds)
         own_labels = has_labels([full])
         kind = resolve_targets(rc.targets, own_labels, rc.labels)
@@ -180,7 +182,19 @@ def training_data(cfg: TrainConfig) -> TrainingData:
                 f"trained on synthetic seeds {list(cfg.train_seeds)} × {cfg.days} days, frozen"
             )
     targets.record = record
-    return TrainingData(markets, validation, val_regime, targets, split, env)
+    return TrainingData(markets, validation, val_regime, targets, split, env, source)
+
+
+def load_dataset(cfg: TrainConfig) -> tuple[MarketDataset, dict[str, Any]]:
+    """``cfg.dataset`` with its feature rows computed from its bars, or read from ``cfg.feast_dir``'s
+    offline store (the same values: tests/test_feast_training.py); and the record of which."""
+    assert cfg.dataset is not None
+    if not cfg.feast_dir:
+        return MarketDataset.load(cfg.dataset), {"source": "dataset"}
+    from marlops.features.training import load_dataset as from_feast
+
+    ds, src = from_feast(cfg.dataset, cfg.feast_dir, cfg.instrument)
+    return ds, src.record()
 
 
 def training_markets(cfg: TrainConfig) -> list[MarketData]:
@@ -242,6 +256,7 @@ def _train(
     log({"event": "regime_targets", **data.targets.record})
     if data.split is not None:
         log({"event": "data_split", **data.split})
+    log({"event": "training_data", **data.source})
     ctx = StageContext(
         cfg,
         models,
@@ -281,6 +296,7 @@ def _train(
             "regime_val_balanced_accuracy": val_bacc if np.isfinite(val_bacc) else None,
             "regime_targets": data.targets.record,
             "data_split": data.split,
+            "training_data": data.source,
             "updates": updates,
             "env_steps": env_steps,
             "world_size": dist.world_size,
