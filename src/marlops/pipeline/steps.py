@@ -165,6 +165,11 @@ def _stable_dataset(dataset_dir: Path, work_root: Path, digest: str) -> Path:
     return target
 
 
+def run_key(cfg: Any) -> str:
+    """The run folder's name under ``work_dir/runs``: a digest of the training configuration."""
+    return hashlib.sha256(json.dumps(cfg.key(), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def train(
     dataset_dir: str | Path,
     out: str | Path,
@@ -220,8 +225,7 @@ def train(
             init_from=start,
             **targets,
         )
-        key = hashlib.sha256(json.dumps(cfg.key(), sort_keys=True).encode()).hexdigest()[:16]
-        run_dir = work_root / "runs" / key
+        run_dir = work_root / "runs" / run_key(cfg)
     else:
         cfg = budget_config(
             budget,
