@@ -486,3 +486,27 @@ def test_the_owner_is_the_pod_without_a_workflow_and_none_outside_kfp(
     assert trainjob.task_owner(api, NS, {}) is None
     missing = {"KFP_POD_NAME": "gone", "KFP_POD_UID": "u"}
     assert trainjob.task_owner(api, NS, missing) == OwnerRef("v1", "Pod", "gone", "u")
+
+
+def test_train_args_are_exactly_the_cli_options() -> None:
+    """Every TrainArgs field is a ``marlops train`` option (and every option but the launcher's own is a
+    field): parsed by the CLI's click command, each value lands on its parameter."""
+    from dataclasses import fields
+
+    import typer.main
+
+    from marlops.cli import app
+    from marlops.training.command import TrainArgs
+
+    cmd = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    assert {f.name for f in fields(TrainArgs)} == {p.name for p in cmd.params} - {"nproc", "fresh"}
+    args = TrainArgs(
+        out="/runs/x", budget="ci", updates=3, days=9, dataset="/d", regime_targets="hmm", labels="/l.csv",
+        holdout_fraction=0.25, seed=4, init_from="models:/marlops-{agent}@champion", checkpoint_every=2,
+        threads=1,
+    )  # fmt: skip
+    ctx = cmd.make_context("train", args.argv()[1:])
+    expected = {f.name: getattr(args, f.name) for f in fields(TrainArgs)}
+    for name in ("out", "dataset", "labels"):
+        expected[name] = Path(expected[name])
+    assert {k: v for k, v in ctx.params.items() if k in expected} == expected
