@@ -229,6 +229,10 @@ def test_pytorchjob_fallback_validates_against_its_crd(crds: Any) -> None:
         "volumeMounts"
     ]
     assert job["spec"]["nprocPerNode"] == "2"
+    chart = yaml.safe_load((ROOT / "manifests/training/pytorchjob/training.yaml").read_text())
+    chart_labels = chart["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]["labels"]
+    # the chart NetworkPolicy admits pods with its labels
+    assert chart_labels.items() <= replicas["Worker"]["template"]["metadata"]["labels"].items()
     assert "Worker" not in trainjob.build(_spec(kind="PyTorchJob"))["spec"]["pytorchReplicaSpecs"]
 
 

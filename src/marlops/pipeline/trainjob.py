@@ -36,6 +36,13 @@ PATCH_MANAGER = "marlops.io/pipeline"
 RUN_LABEL = "marlops.io/pipeline-run"
 KEY_LABEL = "marlops.io/run-key"
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# the chart's training pod labels (marlops.podLabels): its NetworkPolicy lets pods with them reach each other
+POD_LABELS = {
+    "app.kubernetes.io/name": "marlops",
+    "app.kubernetes.io/instance": "marlops",
+    "app.kubernetes.io/component": "training",
+    "app.kubernetes.io/part-of": "marlops",
+}
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -199,7 +206,12 @@ def pytorchjob(spec: JobSpec) -> Obj:
                 "name": "pytorch",
                 "image": spec.image,
                 "args": list(spec.args),
-                "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "HOME", "value": "/tmp"}],
+                "env": [
+                    {"name": "PYTHONUNBUFFERED", "value": "1"},
+                    {"name": "HOME", "value": "/tmp"},
+                    {"name": "MARLOPS_CACHE", "value": "/tmp/marlops-cache"},
+                    {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+                ],
                 "resources": _resources(spec),
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
@@ -230,7 +242,7 @@ def pytorchjob(spec: JobSpec) -> Obj:
             replicas[role] = {
                 "replicas": n,
                 "restartPolicy": "OnFailure",
-                "template": {"metadata": {"labels": dict(spec.labels)}, "spec": pod},
+                "template": {"metadata": {"labels": POD_LABELS | spec.labels}, "spec": pod},
             }
     return {
         "apiVersion": f"{PYTORCH_GROUP}/{PYTORCH_VERSION}",
