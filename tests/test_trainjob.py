@@ -56,6 +56,7 @@ class FakeCluster:
     on_complete: Callable[[dict[str, Any]], None] | None = None
     pod_owners: list[dict[str, str]] = field(default_factory=lambda: [{**WORKFLOW, "uid": "wf-uid-1"}])
     log_lines: list[str] = field(default_factory=lambda: ["stage regime: epoch 1", "stage team: update 1"])
+    errors: list[int] = field(default_factory=list)  # status codes the next job GETs answer with
     requests: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
     jobs: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     steps: dict[tuple[str, str, str], int] = field(default_factory=dict)
@@ -83,6 +84,9 @@ class FakeCluster:
             self.steps[key] = -1
             return 201, self.jobs[key]
         key = (plural, ns, name or "")
+        if self.errors:
+            code = self.errors.pop(0)
+            return code, _status(code, "ServiceUnavailable" if code >= 500 else "NotFound", "injected")
         if key not in self.jobs:
             return 404, _status(404, "NotFound", f'{plural} "{name}" not found')
         step = min(self.steps[key] + 1, len(self.lifecycle) - 1)
@@ -514,3 +518,17 @@ def test_train_args_are_exactly_the_cli_options() -> None:
     for name in ("out", "dataset", "labels"):
         expected[name] = Path(expected[name])
     assert {k: v for k, v in ctx.params.items() if k in expected} == expected
+
+
+def test_the_wait_outlives_api_hiccups_and_notices_a_deleted_job(
+    cluster: tuple[FakeCluster, client.ApiClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake, api = cluster
+    obj = trainjob.create_or_attach(api, trainjob.build(_spec()), log=lambda s: None)
+    fake.errors = [503, 503]
+    done = trainjob.wait(api, obj, timeout_s=10, poll_s=0.01, follow_logs=False)
+    assert trainjob.job_state(done).phase == "Complete"
+    assert "API error 503" in capsys.readouterr().out
+    fake.errors = [404]
+    with pytest.raises(trainjob.JobFailed, match="deleted while this step waited"):
+        trainjob.wait(api, obj, timeout_s=10, poll_s=0.01, follow_logs=False)

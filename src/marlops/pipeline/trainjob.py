@@ -268,7 +268,7 @@ def build(spec: JobSpec) -> Obj:
 
 @dataclass(frozen=True)
 class JobState:
-    phase: str  # Pending | Running | Complete | Failed
+    phase: str  # Pending | Running | Complete | Failed (Unknown: the API did not answer)
     reason: str = ""
     message: str = ""
 
@@ -423,8 +423,8 @@ class _LogFollower:
         ns = self.obj["metadata"]["namespace"]
         try:
             pods = core.list_namespaced_pod(ns, label_selector=_pod_selector(self.obj)).items
-        except client.ApiException:
-            return  # no right to list pods: conditions only
+        except Exception:  # no right to list pods, API away: conditions only (the log is a courtesy)
+            return
         running = [p for p in pods if (p.status and p.status.phase) in ("Running", "Succeeded", "Failed")]
         if not running:
             return
@@ -456,6 +456,7 @@ def wait(
 ) -> Obj:
     """Poll the job until Complete (returned) or Failed (:class:`JobFailed` with its reason), logging each
     change of state; :class:`JobTimeout` after ``timeout_s``."""
+    import urllib3
     from kubernetes import client
 
     api = Api.of(obj["kind"])
@@ -466,8 +467,20 @@ def wait(
     deadline = time.monotonic() + timeout_s
     last = ""
     while True:
-        current: Obj = objects.get_namespaced_custom_object(api.group, api.version, ns, api.plural, name)
-        state = job_state(current)
+        try:
+            current: Obj = objects.get_namespaced_custom_object(api.group, api.version, ns, api.plural, name)
+        except client.ApiException as e:
+            if e.status == 404:
+                raise JobFailed(f"{what}: deleted while this step waited for it") from None
+            if e.status is not None and e.status < 500 and e.status != 429:
+                raise
+            # the API server restarting or throttling: a long wait must outlive it
+            log(f"{what}: API error {e.status} {e.reason} — retrying")
+            current = {}
+        except (OSError, urllib3.exceptions.HTTPError) as e:
+            log(f"{what}: API unreachable ({e}) — retrying")
+            current = {}
+        state = job_state(current) if current else JobState("Unknown", "", "API not answering")
         if str(state) != last:
             log(f"{what}: {state}")
             last = str(state)
