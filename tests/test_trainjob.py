@@ -532,3 +532,30 @@ def test_the_wait_outlives_api_hiccups_and_notices_a_deleted_job(
     fake.errors = [404]
     with pytest.raises(trainjob.JobFailed, match="deleted while this step waited"):
         trainjob.wait(api, obj, timeout_s=10, poll_s=0.01, follow_logs=False)
+
+
+@pytest.mark.slow
+def test_the_jobs_command_really_trains_what_the_step_hands_on(
+    cluster: tuple[FakeCluster, client.ApiClient], tmp_path: Path
+) -> None:
+    """No stand-in for training: the job's pod is the real ``marlops train`` (ci budget) on a real dataset,
+    and the step accepts its run only because summary.json records the configuration it planned."""
+    from marlops.cli import app
+    from marlops.market.dataset import dataset_from_ticks
+    from marlops.market.feed import FeedConfig
+    from marlops.market.synthetic import generate_market
+
+    fake, api = cluster
+
+    def pod(job: dict[str, Any]) -> None:
+        r = CliRunner().invoke(app, job["spec"]["trainer"]["args"])
+        assert r.exit_code == 0, r.output
+
+    fake.on_complete = pod
+    m = generate_market(days=12, seed=3)
+    dataset_from_ticks(
+        tmp_path / "dataset", m.ticks, FeedConfig(), {"source": "synthetic", "seed": 3}, m.labels
+    )
+    t = _train(tmp_path, api)
+    assert (tmp_path / "model" / "agents").is_dir() and t.updates > 0
+    assert json.loads((tmp_path / "model" / "summary.json").read_text())["world_size"] == 1
