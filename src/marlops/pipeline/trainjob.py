@@ -80,6 +80,7 @@ class JobSpec:
     runtime: str = RUNTIME
     labels: dict[str, str] = field(default_factory=dict)
     owner: OwnerRef | None = None
+    # resourcesPerNode replaces the runtime container's resources, so CPU and memory travel with the GPUs
     resources: Obj = field(
         default_factory=lambda: {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "32Gi"}}
     )
