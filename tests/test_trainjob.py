@@ -57,6 +57,7 @@ class FakeCluster:
     pod_owners: list[dict[str, str]] = field(default_factory=lambda: [{**WORKFLOW, "uid": "wf-uid-1"}])
     log_lines: list[str] = field(default_factory=lambda: ["stage regime: epoch 1", "stage team: update 1"])
     errors: list[int] = field(default_factory=list)  # status codes the next job GETs answer with
+    selectors: list[str] = field(default_factory=list)  # label selectors of pod lists
     requests: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
     jobs: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     steps: dict[tuple[str, str, str], int] = field(default_factory=dict)
@@ -102,6 +103,8 @@ class FakeCluster:
     def _core(self, parts: list[str], query: dict[str, list[str]]) -> tuple[int, Any]:
         ns = parts[1]
         if parts[2:] == ["pods"]:  # list by selector: the rank-0 pod once a job runs
+            selector = query.get("labelSelector", [""])[0]
+            self.selectors.append(selector)
             running = any(s >= 1 for s in self.steps.values())
             items = [_pod("marlops-train-node-0-0", ns, [], "Running")] if running else []
             return 200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}
@@ -407,6 +410,7 @@ def test_the_step_creates_a_trainjob_watches_it_and_hands_the_run_on(
     for line in ("created", "Created", "Running", "Complete"):
         assert line in out
     assert "[marlops-train-node-0-0] stage team: update 1" in out  # the trainer pod's log, streamed
+    assert f"jobset.sigs.k8s.io/jobset-name={meta['name']}" in fake.selectors[0]
 
 
 def test_a_retried_task_reattaches_instead_of_starting_twice(

@@ -404,7 +404,10 @@ def _pod_selector(obj: Obj) -> str:
     Operator's for a PyTorchJob."""
     name = obj["metadata"]["name"]
     if obj["kind"] == "TrainJob":
-        return f"jobset.sigs.k8s.io/jobset-name={name},batch.kubernetes.io/job-completion-index=0"
+        return (
+            f"jobset.sigs.k8s.io/jobset-name={name},jobset.sigs.k8s.io/replicatedjob-name=node,"
+            "batch.kubernetes.io/job-completion-index=0"
+        )
     return f"training.kubeflow.org/job-name={name},training.kubeflow.org/replica-type=master"
 
 
@@ -436,9 +439,13 @@ class _LogFollower:
     def _follow(self, core: Any, ns: str, pod: str) -> None:
         try:
             stream = core.read_namespaced_pod_log(pod, ns, follow=True, _preload_content=False)
-            for line in stream.stream():
-                for text in line.decode(errors="replace").splitlines():
-                    self.log(f"[{pod}] {text}")
+            rest = b""
+            for chunk in stream.stream():  # chunks cut lines anywhere: print whole lines only
+                *lines, rest = (rest + chunk).split(b"\n")
+                for line in lines:
+                    self.log(f"[{pod}] {line.decode(errors='replace')}")
+            if rest:
+                self.log(f"[{pod}] {rest.decode(errors='replace')}")
         except Exception as e:  # the log is a courtesy: the job's conditions decide
             self.log(f"[{pod}] log stream ended: {e}")
 
