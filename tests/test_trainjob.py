@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from marlops.deploy import checks
 from marlops.deploy.schemas import validate_objects
-from marlops.pipeline import launch, trainjob
+from marlops.pipeline import kube, launch, trainjob
 from marlops.pipeline.trainjob import JobSpec, OwnerRef
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -440,10 +440,10 @@ def test_a_job_with_other_arguments_under_the_name_is_refused(
 ) -> None:
     _, api = cluster
     obj = trainjob.build(_spec())
-    trainjob.create_or_attach(api, obj, log=lambda s: None)
+    kube.create_or_attach(api, obj, log=lambda s: None)
     other = trainjob.build(_spec(args=["train", "--budget", "ci"]))
     with pytest.raises(RuntimeError, match="exists with other arguments"):
-        trainjob.create_or_attach(api, other, log=lambda s: None)
+        kube.create_or_attach(api, other, log=lambda s: None)
 
 
 def test_a_failed_job_fails_the_step_with_its_reason(
@@ -455,9 +455,7 @@ def test_a_failed_job_fails_the_step_with_its_reason(
         [_condition("Failed", "BackoffLimitExceeded", "node-1 exited with code 137 (OOMKilled)")],
     ]
     _dataset(tmp_path)
-    with pytest.raises(
-        trainjob.JobFailed, match=r"failed: BackoffLimitExceeded: node-1 exited with code 137"
-    ):
+    with pytest.raises(kube.JobFailed, match=r"failed: BackoffLimitExceeded: node-1 exited with code 137"):
         _train(tmp_path, api)
     assert not (tmp_path / "model").exists()
 
@@ -469,9 +467,7 @@ def test_a_job_past_the_timeout_fails_the_step_clearly(
     fake.lifecycle = [[_condition("Created")], [_condition("Running")]]
     fake.log_lines = []
     _dataset(tmp_path)
-    with pytest.raises(
-        trainjob.JobTimeout, match=r"not finished after 0.3 s \(last state Running.*re-attaches"
-    ):
+    with pytest.raises(kube.JobTimeout, match=r"not finished after 0.3 s \(last state Running.*re-attaches"):
         _train(tmp_path, api, timeout_s=0.3)
 
 
@@ -494,10 +490,10 @@ def test_the_owner_is_the_pod_without_a_workflow_and_none_outside_kfp(
 ) -> None:
     fake, api = cluster
     fake.pod_owners = []
-    assert trainjob.task_owner(api, NS, KFP_ENV) == OwnerRef("v1", "Pod", POD, "pod-uid-1")
-    assert trainjob.task_owner(api, NS, {}) is None
+    assert kube.task_owner(api, NS, KFP_ENV) == OwnerRef("v1", "Pod", POD, "pod-uid-1")
+    assert kube.task_owner(api, NS, {}) is None
     missing = {"KFP_POD_NAME": "gone", "KFP_POD_UID": "u"}
-    assert trainjob.task_owner(api, NS, missing) == OwnerRef("v1", "Pod", "gone", "u")
+    assert kube.task_owner(api, NS, missing) == OwnerRef("v1", "Pod", "gone", "u")
 
 
 def test_train_args_are_exactly_the_cli_options() -> None:
@@ -528,14 +524,14 @@ def test_the_wait_outlives_api_hiccups_and_notices_a_deleted_job(
     cluster: tuple[FakeCluster, client.ApiClient], capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake, api = cluster
-    obj = trainjob.create_or_attach(api, trainjob.build(_spec()), log=lambda s: None)
+    obj = kube.create_or_attach(api, trainjob.build(_spec()), log=lambda s: None)
     fake.errors = [503, 503]
-    done = trainjob.wait(api, obj, timeout_s=10, poll_s=0.01, follow_logs=False)
+    done = kube.wait(api, obj, timeout_s=10, poll_s=0.01, follow_logs=False)
     assert trainjob.job_state(done).phase == "Complete"
     assert "API error 503" in capsys.readouterr().out
     fake.errors = [404]
-    with pytest.raises(trainjob.JobFailed, match="deleted while this step waited"):
-        trainjob.wait(api, obj, timeout_s=10, poll_s=0.01, follow_logs=False)
+    with pytest.raises(kube.JobFailed, match="deleted while this step waited"):
+        kube.wait(api, obj, timeout_s=10, poll_s=0.01, follow_logs=False)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from marlops.pipeline import trainjob
+from marlops.pipeline import kube, trainjob
 from marlops.pipeline.images import IMAGE
 from marlops.pipeline.steps import (
     _RUN_FILES,
@@ -32,9 +32,7 @@ LAUNCH_MODES = ("auto", "local", "trainjob", "pytorchjob")
 DEFAULT_TIMEOUT_S = 24 * 3600
 
 
-def job_kind(
-    launch: str, gpus: int, nodes: int, cluster: Callable[[], bool] = trainjob.in_cluster
-) -> str | None:
+def job_kind(launch: str, gpus: int, nodes: int, cluster: Callable[[], bool] = kube.in_cluster) -> str | None:
     """``TrainJob``/``PyTorchJob`` when the step should launch one, None to train in-process.
     ``auto``: a TrainJob with GPUs or several nodes in a cluster; ``local``: never; ``trainjob`` /
     ``pytorchjob``: always (an error without a cluster)."""
@@ -148,8 +146,8 @@ def train_on_cluster(
 
     p = plan(dataset_dir, budget, updates, seed, work_dir, init_from, tracking_uri)
     api_client = api_client if api_client is not None else client.ApiClient()
-    namespace = options.namespace or trainjob.own_namespace()
-    owner = trainjob.task_owner(api_client, namespace, env)
+    namespace = options.namespace or kube.own_namespace()
+    owner = kube.task_owner(api_client, namespace, env)
     print(f"trainjob: owner {owner.kind + ' ' + owner.name if owner else 'none (not a KFP task pod)'}")
     spec = trainjob.JobSpec(
         name=trainjob.job_name(options.run_id, p.key),
@@ -163,8 +161,8 @@ def train_on_cluster(
         labels={trainjob.RUN_LABEL: _label(options.run_id), trainjob.KEY_LABEL: p.key},
         owner=owner,
     )
-    obj = trainjob.create_or_attach(api_client, trainjob.build(spec))
-    trainjob.wait(api_client, obj, options.timeout_s, options.poll_s, follow_logs=options.follow_logs)
+    obj = kube.create_or_attach(api_client, trainjob.build(spec))
+    kube.wait(api_client, obj, options.timeout_s, options.poll_s, follow_logs=options.follow_logs)
     return _hand_over(p, Path(out))
 
 
