@@ -1,7 +1,8 @@
-"""The train step's cluster path (marlops.pipeline.trainjob / launch) against a recording stand-in of the
-Kubernetes API: a small HTTP server with the endpoints the real ``kubernetes`` client calls (custom objects
-create/get, pod read/list/log), a scripted job lifecycle, and the real client pointed at it. The objects it
-receives are validated against the CRDs of ../shared/crds; the job's command line is run by the real CLI."""
+"""The train step's cluster path (marlops.pipeline.trainjob / kube / launch) against a recording stand-in
+of the Kubernetes API: a small HTTP server with the endpoints the real ``kubernetes`` client calls (custom
+objects create/get, pod read/list/log), a scripted job lifecycle, and the real client pointed at it. The
+objects it receives are validated against the CRDs of ../shared/crds; the job's command line is run by the
+real CLI."""
 
 from __future__ import annotations
 
@@ -492,6 +493,7 @@ def test_the_owner_is_the_pod_without_a_workflow_and_none_outside_kfp(
     fake.pod_owners = []
     assert kube.task_owner(api, NS, KFP_ENV) == OwnerRef("v1", "Pod", POD, "pod-uid-1")
     assert kube.task_owner(api, NS, {}) is None
+    assert kube.own_namespace({"KFP_NAMESPACE": "team-a"}) == "team-a"
     missing = {"KFP_POD_NAME": "gone", "KFP_POD_UID": "u"}
     assert kube.task_owner(api, NS, missing) == OwnerRef("v1", "Pod", "gone", "u")
 

@@ -48,7 +48,11 @@ def in_cluster() -> bool:
     return True
 
 
-def own_namespace(default: str = "default") -> str:
+def own_namespace(env: dict[str, str] | None = None, default: str = "default") -> str:
+    """The task pod's namespace: KFP's downward-API ``KFP_NAMESPACE``, else the service account's."""
+    found = (os.environ if env is None else env).get("KFP_NAMESPACE", "")
+    if found:
+        return found
     try:
         return SA_NAMESPACE_FILE.read_text().strip() or default
     except OSError:

@@ -120,7 +120,7 @@ class ClusterOptions:
     nodes: int = 1
     timeout_s: float = DEFAULT_TIMEOUT_S
     run_id: str = ""  # the KFP run (dsl.PIPELINE_JOB_ID_PLACEHOLDER): part of the job's name
-    namespace: str = ""  # empty: the task pod's own (the job shares its data volume)
+    namespace: str = ""  # empty: the task pod's own (the job shares its data volume and owner)
     image: str = IMAGE
     runtime: str = trainjob.RUNTIME
     poll_s: float = 10.0
@@ -146,7 +146,7 @@ def train_on_cluster(
 
     p = plan(dataset_dir, budget, updates, seed, work_dir, init_from, tracking_uri)
     api_client = api_client if api_client is not None else client.ApiClient()
-    namespace = options.namespace or kube.own_namespace()
+    namespace = options.namespace or kube.own_namespace(env)
     owner = kube.task_owner(api_client, namespace, env)
     print(f"trainjob: owner {owner.kind + ' ' + owner.name if owner else 'none (not a KFP task pod)'}")
     spec = trainjob.JobSpec(
