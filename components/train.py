@@ -15,17 +15,33 @@ def train(
     tracking_uri: str,
     model: Output[Model],
     metrics: Output[Metrics],
+    gpus: int = 0,
+    nodes: int = 1,
+    launch: str = "auto",
+    timeout_s: int = 86400,
+    run_id: str = "",
     training_data: str = "feast",
 ):
     """The team trained in stages on the dataset (resumes from ``work_dir`` when the same run exists; warm
-    starts from ``init_from``, e.g. the champion). ``training_data``: "feast" reads the feature rows from the
-    build step's Feast store, "dataset" computes them from the bars (the same values)."""
+    starts from ``init_from``, e.g. the champion). With GPUs or several nodes in a cluster (``launch``:
+    auto | local | trainjob | pytorchjob) a TrainJob trains and this task watches it. ``training_data``:
+    "feast" reads the feature rows from the build step's Feast store, "dataset" computes them from the bars
+    (the same values)."""
     from marlops.pipeline import steps
+    from marlops.pipeline.launch import ClusterOptions, job_kind, train_on_cluster
 
-    t = steps.train(
-        dataset.path, model.path, budget, updates, seed, work_dir or None, False, init_from, tracking_uri,
-        training_data=training_data,
-    )  # fmt: skip
+    kind = job_kind(launch, gpus, nodes)
+    if kind is not None:
+        opts = ClusterOptions(kind=kind, gpus=gpus, nodes=nodes, timeout_s=timeout_s, run_id=run_id)
+        t = train_on_cluster(
+            dataset.path, model.path, budget, updates, seed, work_dir, init_from, tracking_uri, opts,
+            training_data=training_data,
+        )  # fmt: skip
+    else:
+        t = steps.train(
+            dataset.path, model.path, budget, updates, seed, work_dir or None, False, init_from, tracking_uri,
+            training_data=training_data,
+        )  # fmt: skip
     model.metadata.update({"framework": "onnx", "updates": t.updates, "env_steps": t.env_steps})
     metrics.log_metric("regime_val_balanced_accuracy", t.regime_val_balanced_accuracy)
     metrics.log_metric("env_steps", t.env_steps)

@@ -29,6 +29,9 @@ def retraining_pipeline(
     updates: int = 0,
     train_seed: int = 1,
     gpus: int = 0,
+    nodes: int = 1,
+    launch: str = "auto",
+    train_timeout_s: int = 86400,
     work_dir: str = "data/pipeline",
     eval_seeds: str = "101,102",
     eval_days: float = 10.0,
@@ -43,6 +46,6 @@ def retraining_pipeline(
     r = team_steps(
         days, seed, source, instrument, feast_dir, online, budget, updates, train_seed, gpus, work_dir,
         eval_seeds, eval_days, fit_seeds, tracking_uri, "gate", gate, namespace, state_dir,
-        alert_id, init_from, training_data,
+        alert_id, init_from, training_data, nodes=nodes, launch=launch, train_timeout_s=train_timeout_s,
     )  # fmt: skip
     return Result(team=r.outputs["team"], promoted=r.outputs["promoted"], message=r.outputs["message"])

@@ -31,6 +31,9 @@ def team_steps(
     trigger: str,
     init_from: str = "",
     training_data: str = "feast",
+    nodes: int = 1,
+    launch: str = "auto",
+    train_timeout_s: int = 86400,
 ) -> dsl.PipelineTask:
     features = build_features(
         days=days, seed=seed, source=source, instrument=instrument, feast_dir=feast_dir, online=online
@@ -46,14 +49,17 @@ def team_steps(
             init_from=init_from,
             tracking_uri=tracking_uri,
             training_data=training_data,
+            gpus=gpus,
+            nodes=nodes,
+            launch=launch,
+            timeout_s=train_timeout_s,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,  # names the TrainJob: a retried task finds it
         )
         .set_display_name("train (staged: pretraining → MAPPO → DQN)")
         .set_cpu_request("2")
         .set_memory_request("8G")
         .set_memory_limit("32G")
-        .set_accelerator_type("nvidia.com/gpu")
-        .set_accelerator_limit(gpus)
-    )
+    )  # no GPU on the task itself: with gpus > 0 in a cluster the TrainJob's pods hold them
     evaluated = evaluate(
         model=trained.outputs["model"], seeds=eval_seeds, days=eval_days, fit_seeds=fit_seeds
     ).set_display_name("evaluate (held-out markets)")

@@ -26,6 +26,9 @@ def training_pipeline(
     updates: int = 0,
     train_seed: int = 0,
     gpus: int = 0,
+    nodes: int = 1,
+    launch: str = "auto",
+    train_timeout_s: int = 86400,
     work_dir: str = "data/pipeline",
     eval_seeds: str = "101,102",
     eval_days: float = 10.0,
@@ -40,6 +43,6 @@ def training_pipeline(
     r = team_steps(
         days, seed, source, instrument, feast_dir, online, budget, updates, train_seed, gpus, work_dir,
         eval_seeds, eval_days, fit_seeds, tracking_uri, promote, gate, namespace, state_dir,
-        "training", training_data=training_data,
+        "training", training_data=training_data, nodes=nodes, launch=launch, train_timeout_s=train_timeout_s,
     )  # fmt: skip
     return Result(team=r.outputs["team"], promoted=r.outputs["promoted"], message=r.outputs["message"])

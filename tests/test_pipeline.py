@@ -57,8 +57,13 @@ def test_compiled_pipeline_has_every_step_on_the_pinned_image() -> None:
     images = {e["container"]["image"] for e in executors.values()}
     assert images == {IMAGE} and not IMAGE.endswith(":latest")
     train = executors["exec-train"]["container"]
-    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert "pipelinechannel--gpus" in train["resources"]["accelerator"]["resourceCount"]
+    # the train task holds no GPU: with gpus > 0 (or nodes > 1) in a cluster it launches a TrainJob
+    assert "accelerator" not in train["resources"]
+    args = tasks["train"]["inputs"]["parameters"]
+    for name in ("gpus", "nodes", "launch"):
+        assert args[name]["componentInputParameter"] == name
+    assert args["timeout_s"]["componentInputParameter"] == "train_timeout_s"
+    assert args["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
     for e in executors.values():  # the image has kfp and marlops: no pip install at task start
         assert "pip install" not in " ".join(e["container"]["command"])
     # the task bodies only call into the package

@@ -624,6 +624,7 @@ def train_cmd(
 
     The same command runs single-process, as --nproc local workers, and unchanged inside a Kubeflow
     TrainJob / PyTorchJob (torchrun reads PET_NNODES, PET_NPROC_PER_NODE, PET_MASTER_ADDR …; nccl on GPUs)."""
+    from marlops.training.command import TrainArgs
     from marlops.training.distributed import torchrun_args
     from marlops.training.market import budget_config, train_team
 
@@ -652,25 +653,22 @@ def train_cmd(
     except ValueError as e:
         err_console.print(f"[red]error[/red] {e}")
         raise typer.Exit(2) from None
-    worker_args = ["train", "--out", str(out), "--budget", budget] + [
-        a
-        for k, v in (
-            ("--updates", updates),
-            ("--days", days),
-            ("--dataset", dataset),
-            ("--from-feast", from_feast),
-            ("--instrument", instrument),
-            ("--regime-targets", regime_targets),
-            ("--labels", labels),
-            ("--holdout-fraction", holdout_fraction),
-            ("--seed", seed),
-            ("--init-from", init_from),
-            ("--checkpoint-every", checkpoint_every),
-            ("--threads", threads),
-        )
-        if v is not None
-        for a in (k, str(v))
-    ]
+    worker_args = TrainArgs(
+        out=str(out),
+        budget=budget,
+        updates=updates,
+        days=days,
+        dataset=str(dataset) if dataset is not None else None,
+        from_feast=str(from_feast) if from_feast is not None else None,
+        instrument=instrument,
+        regime_targets=regime_targets,
+        labels=str(labels) if labels is not None else None,
+        holdout_fraction=holdout_fraction,
+        seed=seed,
+        init_from=init_from,
+        checkpoint_every=checkpoint_every,
+        threads=threads,
+    ).argv()
     launch = torchrun_args(nproc, "marlops.cli", worker_args)
     if fresh:  # workers never get --fresh: only the launcher (or the single process) clears the folder
         shutil.rmtree(out / "checkpoints", ignore_errors=True)

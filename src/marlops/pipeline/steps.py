@@ -169,6 +169,11 @@ def _stable_dataset(dataset_dir: Path, work_root: Path, digest: str) -> Path:
     return target
 
 
+def run_key(cfg: Any) -> str:
+    """The run folder's name under ``work_dir/runs``: a digest of the training configuration."""
+    return hashlib.sha256(json.dumps(cfg.key(), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def train(
     dataset_dir: str | Path,
     out: str | Path,
@@ -229,8 +234,7 @@ def train(
             init_from=start,
             **targets,
         )
-        key = hashlib.sha256(json.dumps(cfg.key(), sort_keys=True).encode()).hexdigest()[:16]
-        run_dir = work_root / "runs" / key
+        run_dir = work_root / "runs" / run_key(cfg)
     else:
         cfg = budget_config(
             budget,
@@ -266,7 +270,9 @@ def _feast_source(training_data: str, dataset_dir: Path) -> dict[str, Any]:
             f"training_data: 'feast' needs the Feast store the build step wrote, and {dataset_dir} has no "
             f"{LINEAGE_FILE} naming one (feast_dir); build it with build_features or use 'dataset'"
         )
-    return {"feast_dir": lineage["feast_dir"], "instrument": lineage.get("instrument")}
+    # absolute, as `marlops train --from-feast` makes it: a TrainJob's command line must key the same run
+    feast_dir = str(Path(lineage["feast_dir"]).resolve())
+    return {"feast_dir": feast_dir, "instrument": lineage.get("instrument")}
 
 
 def _initial_team(init_from: str, tracking_uri: str, root: Path) -> str | None:

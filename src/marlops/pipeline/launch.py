@@ -1,0 +1,210 @@
+"""Where the train step trains: in the task's own process, or in a TrainJob/PyTorchJob it launches.
+
+:func:`job_kind` decides (GPUs or several nodes, and a cluster behind the task); :func:`train_on_cluster`
+plans the run exactly as :func:`marlops.pipeline.steps.train` does with a ``work_dir`` (same dataset copy,
+same configuration, same run folder), runs ``marlops train`` with those options in the job, and hands the
+finished run folder on like the local path does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from marlops.pipeline import kube, trainjob
+from marlops.pipeline.images import IMAGE
+from marlops.pipeline.steps import (
+    _RUN_FILES,
+    Trained,
+    _feast_source,
+    _initial_team,
+    _stable_dataset,
+    data_hash,
+    read_lineage,
+    run_key,
+)
+from marlops.training.command import TrainArgs
+
+LAUNCH_MODES = ("auto", "local", "trainjob", "pytorchjob")
+DEFAULT_TIMEOUT_S = 24 * 3600
+
+
+def job_kind(launch: str, gpus: int, nodes: int, cluster: Callable[[], bool] = kube.in_cluster) -> str | None:
+    """``TrainJob``/``PyTorchJob`` when the step should launch one, None to train in-process.
+    ``auto``: a TrainJob with GPUs or several nodes in a cluster; ``local``: never; ``trainjob`` /
+    ``pytorchjob``: always (an error without a cluster)."""
+    mode = (launch or "auto").strip().lower()
+    if mode not in LAUNCH_MODES:
+        raise ValueError(f"launch: expected one of {LAUNCH_MODES}, got {launch!r}")
+    if gpus < 0 or nodes < 1:
+        raise ValueError(f"gpus/nodes: need gpus ≥ 0 and nodes ≥ 1, got gpus={gpus}, nodes={nodes}")
+    if mode == "local":
+        return None
+    if mode == "auto":
+        return "TrainJob" if (gpus > 0 or nodes > 1) and cluster() else None
+    if not cluster():
+        raise ValueError(f"launch: {launch!r} needs a Kubernetes cluster (no in-cluster configuration here)")
+    return "TrainJob" if mode == "trainjob" else "PyTorchJob"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the job trains and where: the run folder under ``work_dir`` and its command line."""
+
+    run_dir: Path
+    key: str
+    config: dict[str, Any]
+    args: TrainArgs
+
+
+def plan(
+    dataset_dir: str | Path,
+    budget: str,
+    updates: int,
+    seed: int,
+    work_dir: str | Path,
+    init_from: str = "",
+    tracking_uri: str = "",
+    regime_targets: str = "auto",
+    holdout_fraction: float = -1.0,
+    training_data: str = "feast",
+) -> Plan:
+    """:func:`steps.train`'s run with a ``work_dir``, without training: the job's pods mount the same data
+    volume at the same path, so the dataset copy and the run folder must lie under an absolute work_dir."""
+    from marlops.training.market import budget_config
+    from marlops.training.stages import reference_generator
+
+    if not work_dir or not Path(work_dir).is_absolute():
+        raise ValueError(
+            f"work_dir: the job's pods share it with this task, so it must be an absolute path on the data "
+            f"volume (e.g. {trainjob.DATA_MOUNT}/pipeline), got {str(work_dir)!r}"
+        )
+    dataset_dir, work_root = Path(dataset_dir), Path(work_dir)
+    digest = read_lineage(dataset_dir).get("data_hash") or data_hash(dataset_dir)
+    start = _initial_team(init_from, tracking_uri, work_root) if init_from else None
+    if holdout_fraction < 0:
+        synthetic = budget_config(budget, dataset=str(dataset_dir.resolve()))
+        holdout_fraction = 0.0 if reference_generator(synthetic) is not None else 0.5
+    data = _stable_dataset(dataset_dir, work_root, digest)
+    feast = _feast_source(training_data, dataset_dir)  # the job reads the same store: on the data volume
+    cfg = budget_config(
+        budget,
+        updates=updates or None,
+        seed=seed,
+        dataset=str(data.resolve()),
+        init_from=start,
+        regime_targets=regime_targets,
+        labels=None,
+        holdout_fraction=holdout_fraction,
+        **feast,
+    )
+    key = run_key(cfg)
+    run_dir = work_root / "runs" / key
+    args = TrainArgs(
+        out=str(run_dir),
+        budget=budget,
+        updates=updates or None,
+        dataset=str(data.resolve()),
+        from_feast=feast.get("feast_dir"),
+        instrument=feast.get("instrument") or None,
+        regime_targets=regime_targets,
+        holdout_fraction=holdout_fraction,
+        seed=seed,
+        init_from=start,
+    )
+    return Plan(run_dir, key, json.loads(json.dumps(cfg.key(), default=str)), args)
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    kind: str = "TrainJob"
+    gpus: int = 0  # per node
+    nodes: int = 1
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    run_id: str = ""  # the KFP run (dsl.PIPELINE_JOB_ID_PLACEHOLDER): part of the job's name
+    namespace: str = ""  # empty: the task pod's own (the job shares its data volume and owner)
+    image: str = IMAGE
+    runtime: str = trainjob.RUNTIME
+    poll_s: float = 10.0
+    follow_logs: bool = True
+
+
+def train_on_cluster(
+    dataset_dir: str | Path,
+    out: str | Path,
+    budget: str,
+    updates: int,
+    seed: int,
+    work_dir: str | Path,
+    init_from: str,
+    tracking_uri: str,
+    options: ClusterOptions,
+    api_client: Any = None,
+    env: dict[str, str] | None = None,
+    training_data: str = "feast",
+) -> Trained:
+    """Train in a job, then copy the run's files into ``out`` (the Model artifact), as the local path does.
+    A retried task finds its job by name and waits for it instead of starting another."""
+    from kubernetes import client
+
+    p = plan(
+        dataset_dir, budget, updates, seed, work_dir, init_from, tracking_uri, training_data=training_data
+    )
+    api_client = api_client if api_client is not None else client.ApiClient()
+    namespace = options.namespace or kube.own_namespace(env)
+    owner = kube.task_owner(api_client, namespace, env)
+    print(f"trainjob: owner {owner.kind + ' ' + owner.name if owner else 'none (not a KFP task pod)'}")
+    spec = trainjob.JobSpec(
+        name=trainjob.job_name(options.run_id, p.key),
+        namespace=namespace,
+        image=options.image,
+        args=p.args.argv(),
+        nodes=options.nodes,
+        gpus=options.gpus,
+        kind=options.kind,
+        runtime=options.runtime,
+        labels={trainjob.RUN_LABEL: _label(options.run_id), trainjob.KEY_LABEL: p.key},
+        owner=owner,
+    )
+    obj = kube.create_or_attach(api_client, trainjob.build(spec))
+    kube.wait(api_client, obj, options.timeout_s, options.poll_s, follow_logs=options.follow_logs)
+    return _hand_over(p, Path(out))
+
+
+def _label(value: str) -> str:
+    text = "".join(c for c in value if c.isalnum() or c in "-_.")[:63].strip("-_.")
+    return text or "none"
+
+
+def _hand_over(p: Plan, out: Path) -> Trained:
+    summary_file = p.run_dir / "summary.json"
+    if not summary_file.exists():
+        raise RuntimeError(
+            f"the job finished but {summary_file} does not exist: is work_dir on the volume the job mounts "
+            f"({trainjob.DATA_MOUNT})?"
+        )
+    s = json.loads(summary_file.read_text())
+    if s.get("config") != p.config:
+        raise RuntimeError(f"{summary_file}: trained another configuration than this step planned")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in _RUN_FILES:
+        src, dst = p.run_dir / name, out / name
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        elif src.exists():
+            shutil.copy2(src, dst)
+    acc = s.get("regime_val_balanced_accuracy")
+    return Trained(
+        out,
+        p.run_dir,
+        s.get("resumed_from"),
+        float("nan") if acc is None else float(acc),
+        int(s.get("updates", 0)),
+        int(s.get("env_steps", 0)),
+        float(s.get("wall_s", 0.0)),
+        dict(s.get("final") or {}),
+    )
