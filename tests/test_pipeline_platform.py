@@ -244,6 +244,53 @@ def test_claim_and_service_account_agree_with_the_chart(renders: dict[str, Rende
         assert Compiled(name).params["data_claim"]["defaultValue"] == PLATFORM.data_claim
 
 
+def _trigger(r: Rendered, fullname: str = "marlops") -> tuple[dict[str, str], dict[str, str]]:
+    """The retrain trigger's retraining parameters (``--param``) and env."""
+    (c,) = r.get("Deployment", f"{fullname}-retrain-trigger")["spec"]["template"]["spec"]["containers"]
+    args = c["args"]
+    params = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--param")
+    return params, {e["name"]: e.get("value", "") for e in c["env"]}
+
+
+@pytest.mark.parametrize("release", ["marlops", "prod"])
+def test_the_retrain_trigger_submits_runs_wired_to_its_release(release: str, tmp_path: Path) -> None:
+    """Drift-triggered retraining: the release's claim, Secrets, MLflow and runner account, paths under
+    the claim's mount; every parameter one the retraining pipeline accepts."""
+    from marlops.pipeline.submit import _check_params
+
+    try:
+        tools = ensure_tools()
+    except ToolsUnavailable as e:
+        pytest.skip(f"helm/kubectl cannot be obtained here: {e}")
+    r = helm_template(tools, CHART, release=release)
+    params, env = _trigger(r, "marlops" if release == "marlops" else f"{release}-marlops")
+    _check_params("retraining", params)  # refused names would surface only at the first alert
+    (claim,) = r.by_kind("PersistentVolumeClaim")
+    (runner,) = [
+        sa for sa in r.by_kind("ServiceAccount") if sa["metadata"]["name"].endswith("pipeline-runner")
+    ]
+    assert params["data_claim"] == claim["metadata"]["name"]
+    assert env[SERVICE_ACCOUNT_ENV] == runner["metadata"]["name"]
+    if release == "marlops":
+        assert (
+            params["data_claim"] == PLATFORM.data_claim
+            and env[SERVICE_ACCOUNT_ENV] == PLATFORM.service_account
+        )
+    else:  # another release: other names, which the defaults cannot know
+        assert params["data_claim"] != PLATFORM.data_claim
+    assert (params["mlflow_secret"], params["object_storage_secret"]) == (
+        "marlops-mlflow",
+        "marlops-object-storage",
+    )
+    assert params["tracking_uri"] == env["MLFLOW_TRACKING_URI"] and params["namespace"] == "marlops"
+    for k in ("feast_dir", "work_dir", "state_dir"):
+        assert params[k].startswith(PLATFORM.data_mount + "/"), f"{k}={params[k]}: not on the mounted claim"
+    # without persistence there is no claim to name: the parameter keeps its default
+    (tmp_path / "v.yaml").write_text("persistence: {enabled: false}\n")
+    params, _ = _trigger(helm_template(tools, CHART, values=[tmp_path / "v.yaml"]))
+    assert "data_claim" not in params
+
+
 def test_credential_files_agree_with_the_chart(renders: dict[str, Rendered]) -> None:
     """Every chart container that gets MLflow / object-store credentials gets them from the same Secrets,
     keys and paths as the pipeline's tasks (the training pods of values-gpu.yaml, the predictors…)."""
