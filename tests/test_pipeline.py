@@ -378,3 +378,10 @@ def test_submit_service_account_flag_then_env(kfp_api: _KfpApi, monkeypatch: pyt
 def test_an_empty_cluster_object_name_is_refused(param: str) -> None:
     with pytest.raises(ValueError, match=f"{param}: empty"):
         _check_params("retraining", {param: " "})
+
+
+def test_bad_gpu_placement_is_refused_before_the_run() -> None:
+    with pytest.raises(ValueError, match=r"gpu_tolerations\[0\]\.effect"):
+        _check_params("training", {"gpu_tolerations": '[{"key": "k", "effect": "NoRun"}]'})
+    with pytest.raises(ValueError, match="gpu_node_selector: not JSON"):
+        _check_params("training", {"gpu_node_selector": "pool=a100"})

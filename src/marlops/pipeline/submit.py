@@ -92,6 +92,12 @@ def _check_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(
                 f"{k}: empty; name the Kubernetes object (a Secret may be absent: it is optional)"
             )
+    if "gpu_node_selector" in out or "gpu_tolerations" in out:  # before the run, not at its placement task
+        platform.gpu_placement(
+            0,
+            out.get("gpu_node_selector", declared["gpu_node_selector"][1]),
+            out.get("gpu_tolerations", "[]"),
+        )
     return out
 
 
