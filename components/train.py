@@ -21,18 +21,27 @@ def train(
     timeout_s: int = 86400,
     run_id: str = "",
     training_data: str = "feast",
+    node_selector: str = "{}",
+    tolerations: str = "[]",
+    data_claim: str = "",
 ):
     """The team trained in stages on the dataset (resumes from ``work_dir`` when the same run exists; warm
     starts from ``init_from``, e.g. the champion). With GPUs or several nodes in a cluster (``launch``:
     auto | local | trainjob | pytorchjob) a TrainJob trains and this task watches it. ``training_data``:
     "feast" reads the feature rows from the build step's Feast store, "dataset" computes them from the bars
-    (the same values)."""
+    (the same values). ``node_selector`` / ``tolerations`` (JSON) place the job's pods when it asks for GPUs;
+    ``data_claim`` is the volume they share with this task."""
     from marlops.pipeline import steps
     from marlops.pipeline.launch import ClusterOptions, job_kind, train_on_cluster
+    from marlops.pipeline.platform import gpu_placement
 
     kind = job_kind(launch, gpus, nodes)
     if kind is not None:
-        opts = ClusterOptions(kind=kind, gpus=gpus, nodes=nodes, timeout_s=timeout_s, run_id=run_id)
+        selector, tols = gpu_placement(gpus, node_selector, tolerations)
+        opts = ClusterOptions(
+            kind=kind, gpus=gpus, nodes=nodes, timeout_s=timeout_s, run_id=run_id,
+            node_selector=selector, tolerations=tols, data_claim=data_claim,
+        )  # fmt: skip
         t = train_on_cluster(
             dataset.path, model.path, budget, updates, seed, work_dir, init_from, tracking_uri, opts,
             training_data=training_data,

@@ -3,11 +3,13 @@ warm-started from the champion's weights (``init_from``, so retraining adds to w
 new team becomes champion only if it beats the current one on the gate's figures (a worse challenger
 stays a challenger; the deploy step then re-renders the unchanged champion)."""
 
+import json
 from typing import NamedTuple
 
 from kfp import dsl
 
-from pipelines.steps import team_steps
+from marlops.pipeline.platform import GPU_NODE_SELECTOR, GPU_TOLERATIONS, PLATFORM
+from pipelines.steps import Cluster, team_steps
 
 
 class Result(NamedTuple):
@@ -40,12 +42,19 @@ def retraining_pipeline(
     gate: str = "{}",
     namespace: str = "marlops",
     state_dir: str = "data/serving",
+    data_claim: str = PLATFORM.data_claim,
+    mlflow_secret: str = PLATFORM.mlflow.secret,
+    object_storage_secret: str = PLATFORM.object_storage.secret,
+    gpu_node_selector: str = json.dumps(GPU_NODE_SELECTOR),
+    gpu_tolerations: str = json.dumps(GPU_TOLERATIONS),
     init_from: str = "models:/marlops-{agent}@champion",
     training_data: str = "feast",
 ) -> Result:
+    cluster = Cluster(data_claim, mlflow_secret, object_storage_secret, gpu_node_selector, gpu_tolerations)
     r = team_steps(
         days, seed, source, instrument, feast_dir, online, budget, updates, train_seed, gpus, work_dir,
         eval_seeds, eval_days, fit_seeds, tracking_uri, "gate", gate, namespace, state_dir,
-        alert_id, init_from, training_data, nodes=nodes, launch=launch, train_timeout_s=train_timeout_s,
+        alert_id, cluster, init_from, training_data, nodes=nodes, launch=launch,
+        train_timeout_s=train_timeout_s,
     )  # fmt: skip
     return Result(team=r.outputs["team"], promoted=r.outputs["promoted"], message=r.outputs["message"])

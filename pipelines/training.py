@@ -1,11 +1,13 @@
 """The training pipeline: a market → Feast features → MAPPO team → evaluation → MLflow registry →
 promotion → serving manifests. The first team (no champion yet) is promoted by the gate's first rule."""
 
+import json
 from typing import NamedTuple
 
 from kfp import dsl
 
-from pipelines.steps import team_steps
+from marlops.pipeline.platform import GPU_NODE_SELECTOR, GPU_TOLERATIONS, PLATFORM
+from pipelines.steps import Cluster, team_steps
 
 
 class Result(NamedTuple):
@@ -39,10 +41,17 @@ def training_pipeline(
     namespace: str = "marlops",
     state_dir: str = "data/serving",
     training_data: str = "feast",
+    data_claim: str = PLATFORM.data_claim,
+    mlflow_secret: str = PLATFORM.mlflow.secret,
+    object_storage_secret: str = PLATFORM.object_storage.secret,
+    gpu_node_selector: str = json.dumps(GPU_NODE_SELECTOR),
+    gpu_tolerations: str = json.dumps(GPU_TOLERATIONS),
 ) -> Result:
+    cluster = Cluster(data_claim, mlflow_secret, object_storage_secret, gpu_node_selector, gpu_tolerations)
     r = team_steps(
         days, seed, source, instrument, feast_dir, online, budget, updates, train_seed, gpus, work_dir,
         eval_seeds, eval_days, fit_seeds, tracking_uri, promote, gate, namespace, state_dir,
-        "training", training_data=training_data, nodes=nodes, launch=launch, train_timeout_s=train_timeout_s,
+        "training", cluster, training_data=training_data, nodes=nodes, launch=launch,
+        train_timeout_s=train_timeout_s,
     )  # fmt: skip
     return Result(team=r.outputs["team"], promoted=r.outputs["promoted"], message=r.outputs["message"])

@@ -650,6 +650,8 @@ def test_rbac_is_least_privilege(all_renders):
                 "resources": ["inferenceservices"],
                 "verbs": ["get", "patch"],
             },
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         ], name
         (binding,) = r.by_kind("RoleBinding")
         assert binding["roleRef"]["name"] == role["metadata"]["name"]

@@ -39,16 +39,16 @@ def test_stale_detects_an_edited_yaml(tmp_path: Path, monkeypatch: pytest.Monkey
     for p in (root / "pipelines").iterdir():
         if p.suffix == ".py":
             (tmp_path / "pipelines" / p.name).symlink_to(p)
-    doc = yaml.safe_load(definitions.yaml_path("training").read_text())
+    doc, platform = definitions.read_compiled(definitions.yaml_path("training"))
     doc["root"]["inputDefinitions"]["parameters"]["budget"]["defaultValue"] = "gpu"
-    (tmp_path / "pipelines" / "training.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "pipelines" / "training.yaml").write_text(yaml.safe_dump_all([doc, platform]))
     monkeypatch.setenv(definitions.ROOT_ENV, str(tmp_path))
     assert definitions.stale("training")
     assert definitions.stale("retraining")  # absent: stale too
 
 
 def test_compiled_pipeline_has_every_step_on_the_pinned_image() -> None:
-    doc = yaml.safe_load(definitions.yaml_path("training").read_text())
+    doc, _ = definitions.read_compiled(definitions.yaml_path("training"))
     tasks = doc["root"]["dag"]["tasks"]
     assert set(tasks) == {"build-features", "train", "evaluate", "register", "deploy"}
     assert tasks["evaluate"]["dependentTasks"] == ["train"]
@@ -85,7 +85,7 @@ def test_cli_compile_check_and_params() -> None:
 def test_cli_compile_to_folder(tmp_path: Path) -> None:
     r = runner.invoke(app, ["pipeline", "compile", "retraining", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    doc = yaml.safe_load((tmp_path / "retraining.yaml").read_text())
+    doc, _ = definitions.read_compiled(tmp_path / "retraining.yaml")
     assert doc["pipelineInfo"]["name"] == "marlops-retraining"
 
 
@@ -350,7 +350,9 @@ def test_submit_sends_the_checked_in_spec_and_typed_parameters(kfp_api: _KfpApi)
     assert run.url == f"{kfp_api.url}/#/runs/details/run-42"
     (body,) = kfp_api.runs()
     assert body["experiment_id"] == "exp-1" and body["display_name"].startswith("marlops-retraining-")
-    assert body["pipeline_spec"] == yaml.safe_load(definitions.yaml_path("retraining").read_text())
+    spec, platform = definitions.read_compiled(definitions.yaml_path("retraining"))
+    assert body["pipeline_spec"] == {"pipeline_spec": spec, "platform_spec": platform}
+    assert body["service_account"] == "marlops-pipeline-runner"  # the chart's runner: its Role
     assert body["runtime_config"]["parameters"] == {"alert_id": "drift-9", "gpus": 2, "eval_days": 12.0}
 
 
@@ -364,3 +366,31 @@ def test_cli_submit(kfp_api: _KfpApi) -> None:
     r = runner.invoke(app, ["pipeline", "submit", "training", "--host", kfp_api.url, "-p", "gpus=two"])
     assert r.exit_code == 2 and "gpus: expected integer" in r.output
     assert len(kfp_api.runs()) == 1  # nothing sent for the refused one
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_submit_service_account_flag_then_env(kfp_api: _KfpApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's pods use the pipeline runner's account: --service-account, else the variable the chart
+    sets on the retrain trigger, else the chart's default name."""
+    from marlops.pipeline.submit import submit_retraining
+
+    monkeypatch.setenv("MARLOPS_PIPELINE_SERVICE_ACCOUNT", "prod-pipeline-runner")
+    submit_retraining(kfp_api.url, alert_id="drift-1")  # what the webhook's trigger calls
+    r = runner.invoke(
+        app, ["pipeline", "submit", "training", "--host", kfp_api.url, "--service-account", "mine"]
+    )
+    assert r.exit_code == 0, r.output
+    assert [b["service_account"] for b in kfp_api.runs()] == ["prod-pipeline-runner", "mine"]
+
+
+@pytest.mark.parametrize("param", ["data_claim", "mlflow_secret", "object_storage_secret"])
+def test_an_empty_cluster_object_name_is_refused(param: str) -> None:
+    with pytest.raises(ValueError, match=f"{param}: empty"):
+        _check_params("retraining", {param: " "})
+
+
+def test_bad_gpu_placement_is_refused_before_the_run() -> None:
+    with pytest.raises(ValueError, match=r"gpu_tolerations\[0\]\.effect"):
+        _check_params("training", {"gpu_tolerations": '[{"key": "k", "effect": "NoRun"}]'})
+    with pytest.raises(ValueError, match="gpu_node_selector: not JSON"):
+        _check_params("training", {"gpu_node_selector": "pool=a100"})

@@ -52,7 +52,12 @@ def test_export_fills_library_settings_and_skips_absent_optional_keys(tmp_path: 
     assert env["MLFLOW_TRACKING_PASSWORD"] == "hunter2"
     assert "MLFLOW_TRACKING_TOKEN" not in env
     with pytest.raises(SecretSettingError, match="both set"):
-        export_file_settings(environ={"AWS_SECRET_ACCESS_KEY": "x", "AWS_SECRET_ACCESS_KEY_FILE": "/y"})
+        export_file_settings(
+            environ={"AWS_SECRET_ACCESS_KEY": "x", "AWS_SECRET_ACCESS_KEY_FILE": str(tmp_path / "pw")}
+        )
+    # no file there (a pipeline task run by kfp.local on a laptop): the value in the environment stands
+    env = {"AWS_SECRET_ACCESS_KEY": "x", "AWS_SECRET_ACCESS_KEY_FILE": "/var/run/secrets/marlops/nope/K"}
+    assert export_file_settings(environ=env) == [] and env["AWS_SECRET_ACCESS_KEY"] == "x"
 
 
 def test_feast_online_store_url_from_a_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

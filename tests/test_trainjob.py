@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from marlops.deploy import checks
 from marlops.deploy.schemas import validate_objects
 from marlops.pipeline import kube, launch, trainjob
+from marlops.pipeline.platform import GPU_NODE_SELECTOR, GPU_TOLERATIONS, gpu_placement
 from marlops.pipeline.trainjob import JobSpec, OwnerRef
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,7 @@ class FakeCluster:
     errors: list[int] = field(default_factory=list)  # status codes the next job GETs answer with
     selectors: list[str] = field(default_factory=list)  # label selectors of pod lists
     requests: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
+    warmed: list[Any] = field(default_factory=list)  # TrainArgs of the Feast cache warm-ups before a launch
     jobs: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     steps: dict[tuple[str, str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -134,8 +136,11 @@ def _pod(name: str, ns: str, owners: list[dict[str, str]], phase: str) -> dict[s
 
 
 @pytest.fixture
-def cluster() -> Iterator[tuple[FakeCluster, client.ApiClient]]:
+def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeCluster, client.ApiClient]]:
     fake = FakeCluster()
+    # the task reads the training rows from Feast into the store's cache before launching (the job's pods
+    # mount the store read-only); these datasets are stand-ins like the training, so record the call only
+    monkeypatch.setattr(launch, "_warm_feast_cache", lambda p: fake.warmed.append(p.args))
 
     class Handler(BaseHTTPRequestHandler):
         def _serve(self, method: str) -> None:
@@ -362,9 +367,11 @@ def test_work_dir_must_be_shared_with_the_job(tmp_path: Path) -> None:
 
 
 def _train(tmp_path: Path, api: client.ApiClient, timeout_s: float = 10.0, kind: str = "TrainJob") -> Any:
+    selector, tolerations = gpu_placement(4, json.dumps(GPU_NODE_SELECTOR), json.dumps(GPU_TOLERATIONS))
     opts = launch.ClusterOptions(
-        kind=kind, gpus=4, nodes=2, timeout_s=timeout_s, run_id=RUN_ID, namespace=NS, poll_s=0.02
-    )
+        kind=kind, gpus=4, nodes=2, timeout_s=timeout_s, run_id=RUN_ID, namespace=NS, poll_s=0.02,
+        node_selector=selector, tolerations=tolerations, data_claim="prod-marlops-data",
+    )  # fmt: skip
     return launch.train_on_cluster(
         tmp_path / "dataset", tmp_path / "model", "ci", 3, 5, tmp_path / "work", "", "", opts, api, KFP_ENV
     )
@@ -407,7 +414,17 @@ def test_the_step_creates_a_trainjob_watches_it_and_hands_the_run_on(
     assert meta["ownerReferences"] == [{**WORKFLOW, "uid": "wf-uid-1"}]  # the run's Workflow, not the pod
     assert job["spec"]["runtimeRef"]["name"] == "marlops-torch"
     assert job["spec"]["trainer"]["args"] == p.args.argv()
+    assert fake.warmed == [p.args]  # the Feast rows read once, by the task, before the job starts
     assert (job["spec"]["trainer"]["numNodes"], job["spec"]["trainer"]["numProcPerNode"]) == (2, 4)
+    # the pipeline's GPU placement and data claim reach the job's pods (not the launching task's)
+    [patch] = job["spec"]["runtimePatches"]
+    pod = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"][
+        "template"
+    ]
+    assert pod["spec"]["nodeSelector"] == GPU_NODE_SELECTOR and pod["spec"]["tolerations"] == GPU_TOLERATIONS
+    assert pod["spec"]["volumes"] == [
+        {"name": "data", "persistentVolumeClaim": {"claimName": "prod-marlops-data"}}
+    ]
     # the Model artifact: the run's files, as the local path copies them
     model = tmp_path / "model"
     assert (model / "agents" / "agents.json").exists() and (model / "critic.pt").exists()

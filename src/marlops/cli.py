@@ -1220,6 +1220,13 @@ def pipeline_submit(
     token: Annotated[
         str | None, typer.Option(envvar="KF_PIPELINES_TOKEN", help="Bearer token (multi-user Kubeflow).")
     ] = None,
+    service_account: Annotated[
+        str | None,
+        typer.Option(
+            help="ServiceAccount the run's pods use (default: $MARLOPS_PIPELINE_SERVICE_ACCOUNT, else the "
+            "chart's marlops-pipeline-runner)."
+        ),
+    ] = None,
 ) -> None:
     """Upload the checked-in IR YAML and create a run on a Kubeflow Pipelines host (kfp.Client)."""
     from marlops.pipeline.submit import submit_cluster
@@ -1228,7 +1235,9 @@ def pipeline_submit(
         err_console.print("[red]error[/red] --host: required (or $KFP_HOST); `pipeline run` runs locally")
         raise typer.Exit(2)
     try:
-        run = submit_cluster(name, host, _pipeline_params(param), experiment, namespace, token)
+        run = submit_cluster(
+            name, host, _pipeline_params(param), experiment, namespace, token, service_account
+        )
     except ValueError as e:
         err_console.print(f"[red]error[/red] {e}")
         raise typer.Exit(2) from None

@@ -83,18 +83,17 @@ def export_file_settings(
     names: Iterable[str] = LIBRARY_SECRETS, environ: MutableMapping[str, str] | None = None
 ) -> list[str]:
     """For each ``NAME`` with ``NAME_FILE`` set, put the file's contents into ``$NAME`` (for libraries
-    that read only the environment). A file that is absent is skipped: the chart mounts optional Secrets,
-    whose keys may not exist. Returns the names set."""
+    that read only the environment). A file that is absent is skipped, whatever ``$NAME`` holds: the chart
+    mounts optional Secrets, whose keys may not exist, and kfp.local gives a pipeline task the cluster's
+    ``NAME_FILE`` paths, where a laptop has no files but may have ``$NAME``. Returns the names set."""
     env = os.environ if environ is None else environ
     done = []
     for name in names:
         path = env.get(name + FILE_SUFFIX, "")
-        if not path:
+        if not path or not Path(path).exists():
             continue
         if env.get(name):
             raise SecretSettingError(f"${name} and ${name}{FILE_SUFFIX} are both set: give one")
-        if not Path(path).exists():
-            continue
         env[name] = _read(name, path)
         done.append(name)
     return done

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -62,6 +63,8 @@ CACHE_DIR = f"{DATA_DIR}/training"
 METHODS = ("scan", "historical")
 _MATRIX_OF_VIEW = {view: matrix for matrix, view in ROW_VIEWS.items()}
 _HIGHER_VIEWS = (STRUCTURE_VIEW, REGIME_VIEW)  # rows per higher bar; tactical's per base bar
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDataError(RuntimeError):
@@ -351,7 +354,10 @@ def feast_features(
             check_sources(directory, instrument, sources)
         rows = read_rows(store, instrument, base_end, higher_end, service, method)
         if cache:
-            _save(path, rows, base_end, higher_end)
+            try:
+                _save(path, rows, base_end, higher_end)
+            except OSError as e:  # a read-only store (a TrainJob's pods mount it so): train without the cache
+                log.warning("training rows not cached at %s: %s", path, e)
     src = TrainingSource(
         "feast",
         str(feast_dir(directory)),

@@ -77,13 +77,24 @@ def compile_pipeline(name: str, out: str | Path | None = None) -> Path:
     return target
 
 
-def stale(name: str) -> bool:
-    """Whether the checked-in YAML differs from a fresh compile (what the sync test asserts is False)."""
+def read_compiled(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A compiled pipeline: its IR spec and its platform spec (``platforms.kubernetes…``: the claim,
+    Secrets and scheduling of the tasks), which the compiler writes as a second YAML document."""
     import yaml
 
+    docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+    if not docs or len(docs) > 2 or (len(docs) == 2 and "platforms" not in docs[1]):
+        raise ValueError(
+            f"{path}: expected a pipeline spec and at most a platform spec, got {len(docs)} documents"
+        )
+    return docs[0], docs[1] if len(docs) == 2 else {}
+
+
+def stale(name: str) -> bool:
+    """Whether the checked-in YAML differs from a fresh compile (what the sync test asserts is False)."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = compile_pipeline(name, Path(tmp) / "p.yaml")
         current = yaml_path(name)
         if not current.exists():
             return True
-        return yaml.safe_load(fresh.read_text()) != yaml.safe_load(current.read_text())
+        return read_compiled(fresh) != read_compiled(current)

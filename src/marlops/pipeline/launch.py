@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,9 @@ class ClusterOptions:
     runtime: str = trainjob.RUNTIME
     poll_s: float = 10.0
     follow_logs: bool = True
+    node_selector: dict[str, str] = field(default_factory=dict)  # the job's pods (pipeline parameters)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    data_claim: str = ""  # empty: the runtime's own data volume
 
 
 def train_on_cluster(
@@ -154,6 +157,8 @@ def train_on_cluster(
     p = plan(
         dataset_dir, budget, updates, seed, work_dir, init_from, tracking_uri, training_data=training_data
     )
+    if p.args.from_feast:
+        _warm_feast_cache(p)
     api_client = api_client if api_client is not None else client.ApiClient()
     namespace = options.namespace or kube.own_namespace(env)
     owner = kube.task_owner(api_client, namespace, env)
@@ -169,6 +174,9 @@ def train_on_cluster(
         runtime=options.runtime,
         labels={trainjob.RUN_LABEL: _label(options.run_id), trainjob.KEY_LABEL: p.key},
         owner=owner,
+        node_selector=options.node_selector,
+        tolerations=options.tolerations,
+        data_claim=options.data_claim,
     )
     obj = kube.create_or_attach(api_client, trainjob.build(spec))
     kube.wait(api_client, obj, options.timeout_s, options.poll_s, follow_logs=options.follow_logs)
@@ -208,3 +216,13 @@ def _hand_over(p: Plan, out: Path) -> Trained:
         float(s.get("wall_s", 0.0)),
         dict(s.get("final") or {}),
     )
+
+
+def _warm_feast_cache(p: Plan) -> None:
+    """Read the training rows from Feast here, once, into the store's cache: this task mounts the data
+    volume read-write; the job's pods mount the store read-only and every rank then only reads the cache
+    file (the same rows, :mod:`marlops.features.training`)."""
+    from marlops.features.training import load_dataset
+
+    _, src = load_dataset(p.args.dataset or "", p.args.from_feast, p.args.instrument)
+    print(f"trainjob: training rows from Feast ({src.cache}, {src.seconds:.1f} s) → {src.cache_file}")

@@ -1,5 +1,6 @@
 """Run a pipeline: embedded with ``kfp.local`` (SubprocessRunner in this Python, no venv per task) or
-submitted to a Kubeflow Pipelines host with ``kfp.Client``. Every run is recorded in
+submitted to a Kubeflow Pipelines host with ``kfp.Client``, under the pipeline-runner ServiceAccount
+(:func:`marlops.pipeline.platform.service_account`). Every run is recorded in
 ``<pipeline_root>/runs.jsonl`` (local) so the main job and the retrain trigger can list them."""
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from marlops.pipeline import definitions
+from marlops.pipeline import definitions, platform
 
 DEFAULT_ROOT = Path("data") / "kfp"
 # parameters that are paths: made absolute before a local run (the tasks run as subprocesses)
 _PATH_PARAMS = ("feast_dir", "work_dir", "state_dir", "source")
+# parameters naming cluster objects: an empty name makes a pod the API server refuses
+_NAME_PARAMS = ("data_claim", "mlflow_secret", "object_storage_secret")
 
 
 class PipelineFailed(RuntimeError):
@@ -83,7 +86,19 @@ def _check_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         accepted = sorted(declared)
         raise ValueError(f"parameters: {unknown} not accepted by the {name} pipeline (accepted: {accepted})")
-    return {k: _coerce(k, declared[k][0], v) for k, v in params.items()}
+    out = {k: _coerce(k, declared[k][0], v) for k, v in params.items()}
+    for k in _NAME_PARAMS:
+        if k in out and not out[k].strip():
+            raise ValueError(
+                f"{k}: empty; name the Kubernetes object (a Secret may be absent: it is optional)"
+            )
+    if "gpu_node_selector" in out or "gpu_tolerations" in out:  # before the run, not at its train task
+        platform.gpu_placement(
+            0,
+            out.get("gpu_node_selector", declared["gpu_node_selector"][1]),
+            out.get("gpu_tolerations", "[]"),
+        )
+    return out
 
 
 def run_local(
@@ -142,8 +157,11 @@ def submit_cluster(
     experiment: str = "marlops",
     namespace: str | None = None,
     token: str | None = None,
+    service_account: str | None = None,
 ) -> PipelineRun:
-    """Create a run of the checked-in IR YAML on a Kubeflow Pipelines host (does not wait)."""
+    """Create a run of the checked-in IR YAML on a Kubeflow Pipelines host (does not wait). The run's pods
+    use ``service_account`` (default: :func:`platform.service_account`, the chart's pipeline runner, whose
+    Role lets the steps create TrainJobs and patch InferenceServices)."""
     import kfp
 
     params = _check_params(name, params or {})
@@ -154,6 +172,7 @@ def submit_cluster(
         run_name=f"marlops-{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
         experiment_name=experiment,
         namespace=namespace,
+        service_account=platform.service_account(service_account),
     )
     return PipelineRun(
         name,
@@ -167,16 +186,22 @@ def submit_cluster(
 
 
 def submit_pipeline(
-    name: str, host: str | None = None, pipeline_root: str | Path = DEFAULT_ROOT, **params: Any
+    name: str,
+    host: str | None = None,
+    pipeline_root: str | Path = DEFAULT_ROOT,
+    service_account: str | None = None,
+    **params: Any,
 ) -> PipelineRun:
-    """Local (blocking) when ``host`` is None, else a run on the Kubeflow host."""
+    """Local (blocking) when ``host`` is None, else a run on the Kubeflow host under ``service_account``
+    (default: the pipeline runner's)."""
     if host:
-        return submit_cluster(name, host, params)
+        return submit_cluster(name, host, params, service_account=service_account)
     return run_local(name, params, pipeline_root)
 
 
 def submit_retraining(host: str | None = None, **params: Any) -> PipelineRun:
-    """What the drift webhook receiver calls (wired in by the CLI)."""
+    """What the drift webhook receiver calls (wired in by the CLI); in a cluster the run executes under
+    ``$MARLOPS_PIPELINE_SERVICE_ACCOUNT``, which the chart sets on the retrain trigger."""
     return submit_pipeline("retraining", host, **params)
 
 
