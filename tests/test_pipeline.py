@@ -394,3 +394,16 @@ def test_bad_gpu_placement_is_refused_before_the_run() -> None:
         _check_params("training", {"gpu_tolerations": '[{"key": "k", "effect": "NoRun"}]'})
     with pytest.raises(ValueError, match="gpu_node_selector: not JSON"):
         _check_params("training", {"gpu_node_selector": "pool=a100"})
+
+
+def test_deploy_without_a_champion_deploys_nothing_and_says_so(tmp_path: Path) -> None:
+    """A first run whose team the gate refused (one that never trades) ends green with nothing served."""
+    from marlops.pipeline.deploy import deploy
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    (tmp_path / "mlflow").mkdir()
+    d = deploy(tmp_path / "out" / "manifests.yaml", tracking, state_dir=tmp_path / "serving")
+    assert (d.team, d.uris, d.objects, d.state) == (None, {}, 0, None)
+    manifest = (tmp_path / "out" / "manifests.yaml").read_text()
+    assert manifest.startswith("# no champion yet") and list(yaml.safe_load_all(manifest)) == []
+    assert not (tmp_path / "serving" / "champion.json").exists()

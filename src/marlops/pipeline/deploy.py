@@ -117,8 +117,18 @@ def deploy(
     state_dir: str | Path | None = None,
 ) -> Deployment:
     """Render the serving manifests for the champion into ``out`` (one multi-document YAML); with
-    ``state_dir`` also write ``champion.json`` there (the local servers' model URIs)."""
+    ``state_dir`` also write ``champion.json`` there (the local servers' model URIs).
+
+    No champion at all (the gate refused the first team, e.g. one that never trades): nothing to serve, an
+    empty manifest and no ``champion.json`` — the run succeeds, its register step says why. Some agents
+    with a champion and others without is a broken registry: an error."""
     team, uris = champion_uris(tracking_uri)
+    if not uris:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("# no champion yet: nothing deployed (see the register step's message)\n")
+        print("deploy: no champion yet, nothing deployed (the promotion gate has not promoted a team)")
+        return Deployment(None, {}, out, 0, None)
     if set(uris) != set(AGENTS):
         missing = sorted(set(AGENTS) - set(uris))
         raise RuntimeError(f"deploy: no champion for {missing}; register and promote a team first")
