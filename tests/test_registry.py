@@ -692,3 +692,18 @@ def test_warm_start_from_the_registered_champion(tmp_path: Path, store: Tracking
         load_initial_team("models:/marlops-risk/3")
     with pytest.raises(ValueError, match="init_from"):
         load_initial_team(str(tmp_path / "nowhere"))
+
+
+def test_an_explicit_tracking_uri_is_the_registry_too(tmp_path: Path, monkeypatch) -> None:
+    """MLflow writes MLFLOW_REGISTRY_URI into the environment when a store is activated: a later explicit
+    tracking URI must not read the previous store's registry (it did: a deploy found another run's
+    champion)."""
+    from marlops.registry.config import resolve_tracking
+
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "sqlite:////elsewhere/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")
+    mine = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolve_tracking(mine).registry_uri == mine
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "http://registry:5000")
+    assert resolve_tracking().registry_uri == "http://registry:5000"  # both from the environment: honoured

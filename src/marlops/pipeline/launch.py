@@ -20,12 +20,7 @@ from marlops.pipeline.images import IMAGE
 from marlops.pipeline.steps import (
     _RUN_FILES,
     Trained,
-    _feast_source,
-    _initial_team,
-    _stable_dataset,
-    data_hash,
-    read_lineage,
-    run_key,
+    resolve_run,
 )
 from marlops.training.command import TrainArgs
 
@@ -75,46 +70,27 @@ def plan(
 ) -> Plan:
     """:func:`steps.train`'s run with a ``work_dir``, without training: the job's pods mount the same data
     volume at the same path, so the dataset copy and the run folder must lie under an absolute work_dir."""
-    from marlops.training.market import budget_config
-    from marlops.training.stages import reference_generator
-
     if not work_dir or not Path(work_dir).is_absolute():
         raise ValueError(
             f"work_dir: the job's pods share it with this task, so it must be an absolute path on the data "
             f"volume (e.g. {trainjob.DATA_MOUNT}/pipeline), got {str(work_dir)!r}"
         )
-    dataset_dir, work_root = Path(dataset_dir), Path(work_dir)
-    digest = read_lineage(dataset_dir).get("data_hash") or data_hash(dataset_dir)
-    start = _initial_team(init_from, tracking_uri, work_root) if init_from else None
-    if holdout_fraction < 0:
-        synthetic = budget_config(budget, dataset=str(dataset_dir.resolve()))
-        holdout_fraction = 0.0 if reference_generator(synthetic) is not None else 0.5
-    data = _stable_dataset(dataset_dir, work_root, digest)
-    feast = _feast_source(training_data, dataset_dir)  # the job reads the same store: on the data volume
-    cfg = budget_config(
-        budget,
-        updates=updates or None,
-        seed=seed,
-        dataset=str(data.resolve()),
-        init_from=start,
-        regime_targets=regime_targets,
-        labels=None,
-        holdout_fraction=holdout_fraction,
-        **feast,
-    )
-    key = run_key(cfg)
-    run_dir = work_root / "runs" / key
-    args = TrainArgs(
+    cfg, run_dir = resolve_run(
+        dataset_dir, budget, updates, seed, Path(work_dir), init_from, tracking_uri,
+        regime_targets, "", holdout_fraction, training_data,
+    )  # fmt: skip
+    key = run_dir.name
+    args = TrainArgs(  # the options that make `marlops train` build this very cfg (a test parses them)
         out=str(run_dir),
         budget=budget,
         updates=updates or None,
-        dataset=str(data.resolve()),
-        from_feast=feast.get("feast_dir"),
-        instrument=feast.get("instrument") or None,
+        dataset=cfg.dataset,
+        from_feast=cfg.feast_dir,
+        instrument=cfg.instrument if cfg.feast_dir else None,
         regime_targets=regime_targets,
-        holdout_fraction=holdout_fraction,
+        holdout_fraction=cfg.holdout_fraction,
         seed=seed,
-        init_from=start,
+        init_from=cfg.init_from,
     )
     return Plan(run_dir, key, json.loads(json.dumps(cfg.key(), default=str)), args)
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from marlops.registry import GateConfig
+    from marlops.training.config import TrainConfig
 
 LINEAGE_FILE = "lineage.json"
 PROMOTE_MODES = ("gate", "force", "never")
@@ -204,47 +205,13 @@ def train(
     dataset's lineage.json (same values, the definitions serving reads; summary.json's ``training_data``
     records the feature service fingerprint and data hash), "dataset" computes them from the bars.
     """
-    from marlops.training.market import budget_config, train_team
-    from marlops.training.stages import reference_generator
+    from marlops.training.market import train_team
 
-    dataset_dir, out = Path(dataset_dir), Path(out)
-    digest = read_lineage(dataset_dir).get("data_hash") or data_hash(dataset_dir)
-    start = (
-        _initial_team(init_from, tracking_uri, Path(work_dir) if work_dir else out.parent)
-        if init_from
-        else None
-    )
-    if holdout_fraction < 0:
-        synthetic = budget_config(budget, dataset=str(dataset_dir.resolve()))
-        holdout_fraction = 0.0 if reference_generator(synthetic) is not None else 0.5
-    targets = {
-        "regime_targets": regime_targets,
-        "labels": labels or None,
-        "holdout_fraction": holdout_fraction,
-        **_feast_source(training_data, dataset_dir),
-    }
-    if work_dir:
-        work_root = Path(work_dir)
-        data = _stable_dataset(dataset_dir, work_root, digest)
-        cfg = budget_config(
-            budget,
-            updates=updates or None,
-            seed=seed,
-            dataset=str(data.resolve()),
-            init_from=start,
-            **targets,
-        )
-        run_dir = work_root / "runs" / run_key(cfg)
-    else:
-        cfg = budget_config(
-            budget,
-            updates=updates or None,
-            seed=seed,
-            dataset=str(dataset_dir.resolve()),
-            init_from=start,
-            **targets,
-        )
-        run_dir = out
+    out = Path(out)
+    cfg, run_dir = resolve_run(
+        dataset_dir, budget, updates, seed, Path(work_dir) if work_dir else None, init_from, tracking_uri,
+        regime_targets, labels, holdout_fraction, training_data, out_default=out,
+    )  # fmt: skip
     s = train_team(cfg, run_dir, progress=progress)
     if run_dir != out:
         out.mkdir(parents=True, exist_ok=True)
@@ -256,6 +223,57 @@ def train(
                 shutil.copy2(src, dst)
     acc = s.regime_val_balanced_accuracy
     return Trained(out, run_dir, s.resumed_from, acc, s.updates, s.env_steps, s.wall_s, s.final)
+
+
+def resolve_run(
+    dataset_dir: str | Path,
+    budget: str,
+    updates: int,
+    seed: int,
+    work_dir: Path | None,
+    init_from: str,
+    tracking_uri: str,
+    regime_targets: str,
+    labels: str,
+    holdout_fraction: float,
+    training_data: str,
+    out_default: Path | None = None,
+) -> tuple[TrainConfig, Path]:
+    """The training configuration of :func:`train` and its run folder, without training: what the train
+    step runs in-process and what it puts on a TrainJob's command line (:mod:`marlops.pipeline.launch`).
+
+    With a ``work_dir`` the dataset is copied under it (a path that depends only on its content) and the run
+    folder is ``work_dir/runs/<config key>``; without, the run folder is ``out_default``."""
+    from marlops.training.market import budget_config
+    from marlops.training.stages import reference_generator
+
+    dataset_dir = Path(dataset_dir)
+    start = None
+    if init_from:
+        start = _initial_team(init_from, tracking_uri, work_dir or (out_default or dataset_dir).parent)
+    if holdout_fraction < 0:
+        synthetic = budget_config(budget, dataset=str(dataset_dir.resolve()))
+        holdout_fraction = 0.0 if reference_generator(synthetic) is not None else 0.5
+    data = dataset_dir
+    if work_dir is not None:
+        digest = read_lineage(dataset_dir).get("data_hash") or data_hash(dataset_dir)
+        data = _stable_dataset(dataset_dir, work_dir, digest)
+    cfg = budget_config(
+        budget,
+        updates=updates or None,
+        seed=seed,
+        dataset=str(data.resolve()),
+        init_from=start,
+        regime_targets=regime_targets,
+        labels=labels or None,
+        holdout_fraction=holdout_fraction,
+        **_feast_source(training_data, dataset_dir),
+    )
+    if work_dir is not None:
+        return cfg, work_dir / "runs" / run_key(cfg)
+    if out_default is None:
+        raise ValueError("resolve_run: give a work_dir or the folder to train into (out_default)")
+    return cfg, out_default
 
 
 def _feast_source(training_data: str, dataset_dir: Path) -> dict[str, Any]:

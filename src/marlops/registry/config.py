@@ -7,7 +7,8 @@ Resolution order of :func:`resolve_tracking`:
 3. the embedded default: ``sqlite:///<dir>/mlflow.db`` with artifacts under ``<dir>/artifacts``, where
    ``<dir>`` is ``MARLOPS_MLFLOW_DIR`` (default ``data/mlflow``, relative to the working directory).
 
-The registry URI follows the tracking URI unless ``MLFLOW_REGISTRY_URI`` says otherwise. With a server
+The registry URI follows the tracking URI; only when the tracking URI comes from the environment may
+``MLFLOW_REGISTRY_URI`` name another registry. With a server
 the artifact location is the server's (``--artifacts-destination``, e.g. object storage).
 
 With a sqlite store every experiment keeps its artifacts under the artifact root: the ones this package
@@ -61,7 +62,9 @@ def resolve_tracking(tracking_uri: str | None = None, directory: str | Path | No
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return embedded_config(directory)
-    registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
+    # an explicit URI names the registry too: MLflow's set_*_uri write MLFLOW_*_URI into this process's
+    # environment, so an env registry may be the last store activated here, not the user's choice
+    registry = uri if tracking_uri else (os.environ.get("MLFLOW_REGISTRY_URI") or uri)
     artifact_root = None
     if uri.startswith(SQLITE_PREFIX):  # a sqlite file named explicitly: keep artifacts beside it
         artifact_root = (Path(uri.removeprefix(SQLITE_PREFIX)).resolve().parent / "artifacts").as_uri()
