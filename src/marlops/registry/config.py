@@ -8,8 +8,8 @@ Resolution order of :func:`resolve_tracking`:
    ``<dir>`` is ``MARLOPS_MLFLOW_DIR`` (default ``data/mlflow``, relative to the working directory).
 
 The registry URI follows the tracking URI; only when the tracking URI comes from the environment may
-``MLFLOW_REGISTRY_URI`` name another registry. With a server
-the artifact location is the server's (``--artifacts-destination``, e.g. object storage).
+``MLFLOW_REGISTRY_URI`` name another registry. With a server the artifact location is the server's
+(``--artifacts-destination``, e.g. object storage).
 
 With a sqlite store every experiment keeps its artifacts under the artifact root: the ones this package
 creates (:func:`ensure_experiment`) at ``<root>/<name>``, and MLflow's own ``Default`` experiment (id 0) at
