@@ -15,17 +15,12 @@ import pytest
 
 from marlops.env.market_env import MarketData, market_data_from_dataset
 from marlops.features import schema
-from marlops.market.dataset import MarketDataset, dataset_from_ticks, dataset_hash
-from marlops.market.feed import FeatureSet, FeedConfig
-from marlops.market.synthetic import SyntheticMarketConfig, generate_market
+from marlops.market.dataset import MarketDataset, dataset_hash
+from marlops.market.feed import FeatureSet
+from synthetic_datasets import make_dataset
 
 MATRICES = ("tactical", "structure", "regime")
 SECOND = 1_000_000_000
-
-
-def make_dataset(out: Path, days: float, seed: int) -> MarketDataset:
-    m = generate_market(days, seed=seed, config=SyntheticMarketConfig(ticks_per_bar=4.0))
-    return dataset_from_ticks(out, m.ticks, FeedConfig(), {"source": "synthetic", "seed": seed}, m.labels)
 
 
 @pytest.fixture(scope="module")

@@ -15,18 +15,13 @@ import pytest
 
 from marlops.features import schema
 from marlops.features.sources import source_time_range, windows_at, write_sources
-from marlops.market.dataset import MarketDataset, dataset_from_ticks, feature_frames
-from marlops.market.feed import FeatureSet, FeedConfig
+from marlops.market.dataset import MarketDataset, feature_frames
+from marlops.market.feed import FeatureSet
 from marlops.market.matrices import MATRIX_SPECS, ready_mask, window
-from marlops.market.synthetic import SyntheticMarketConfig, generate_market
+from synthetic_datasets import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SECOND = 1_000_000_000
-
-
-def make_dataset(out: Path, days: float, seed: int) -> MarketDataset:
-    m = generate_market(days, seed=seed, config=SyntheticMarketConfig(ticks_per_bar=4.0))
-    return dataset_from_ticks(out, m.ticks, FeedConfig(), {"source": "synthetic", "seed": seed}, m.labels)
 
 
 @pytest.fixture(scope="module")
