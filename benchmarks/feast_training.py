@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.market import pct, timed
 from marlops.env.market_env import market_data_from_dataset
 from marlops.market.dataset import MarketDataset, dataset_from_ticks
 from marlops.market.feed import FeedConfig
@@ -41,16 +42,7 @@ PROBE = int(os.environ.get("MARLOPS_BENCH_FEAST_PROBE", "32"))
 
 def _times(fn: Callable[[], object], repeats: int) -> list[float]:
     fn()  # warm-up (and, for the cached path, the cache file)
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def _pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q))
+    return timed(fn, repeats)
 
 
 def main() -> None:
@@ -98,12 +90,12 @@ def main() -> None:
         "feast, cold (join)": _times(feast_path(False), REPEATS),
         "feast, cached": _times(feast_path(True), REPEATS),
     }
-    base = _pct(results["direct (dataset)"], 50)
+    base = pct(results["direct (dataset)"], 50)
     print(f"training windows of all {len(seeds)} markets, {REPEATS} repetitions:")
     for name, xs in results.items():
         print(
-            f"  {name:20s} p50 {_pct(xs, 50):6.2f} s, p99 {_pct(xs, 99):6.2f} s | "
-            f"{_pct(xs, 50) / base:5.2f}x direct"
+            f"  {name:20s} p50 {pct(xs, 50):6.2f} s, p99 {pct(xs, 99):6.2f} s | "
+            f"{pct(xs, 50) / base:5.2f}x direct"
         )
     _, src = load_dataset(*folders[0], "SYNTH")
     size = Path(src.cache_file).stat().st_size

@@ -99,7 +99,8 @@ def bulk_pipeline(ticks: pd.DataFrame, chunk: int = 1_500_000) -> None:
     features_from_bars(base, higher_bars(base, cfg.higher_timeframe_ns))
 
 
-def _timed(fn, repeats: int) -> list[float]:
+def timed(fn, repeats: int) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``fn``."""
     out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -110,9 +111,9 @@ def _timed(fn, repeats: int) -> list[float]:
 
 def bench_ingestion(ticks: pd.DataFrame) -> dict[str, dict[str, float]]:
     runs = {
-        "streaming": _timed(lambda: stream_ticks(ticks, FeedConfig()), REPEATS),
-        "bulk": _timed(lambda: bulk_pipeline(ticks), FAST_REPEATS),
-        "pandas": _timed(lambda: pandas_pipeline(ticks), FAST_REPEATS),
+        "streaming": timed(lambda: stream_ticks(ticks, FeedConfig()), REPEATS),
+        "bulk": timed(lambda: bulk_pipeline(ticks), FAST_REPEATS),
+        "pandas": timed(lambda: pandas_pipeline(ticks), FAST_REPEATS),
     }
     # the baseline must describe the same bars
     pb = pandas_bars(ticks, 5 * MINUTE_NS)

@@ -9,7 +9,6 @@ finished run folder on like the local path does.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,8 @@ from typing import Any
 from marlops.pipeline import kube, trainjob
 from marlops.pipeline.images import IMAGE
 from marlops.pipeline.steps import (
-    _RUN_FILES,
     Trained,
+    copy_run_files,
     resolve_run,
 )
 from marlops.training.command import TrainArgs
@@ -174,13 +173,7 @@ def _hand_over(p: Plan, out: Path) -> Trained:
     s = json.loads(summary_file.read_text())
     if s.get("config") != p.config:
         raise RuntimeError(f"{summary_file}: trained another configuration than this step planned")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in _RUN_FILES:
-        src, dst = p.run_dir / name, out / name
-        if src.is_dir():
-            shutil.copytree(src, dst, dirs_exist_ok=True)
-        elif src.exists():
-            shutil.copy2(src, dst)
+    copy_run_files(p.run_dir, out)
     acc = s.get("regime_val_balanced_accuracy")
     return Trained(
         out,

@@ -214,15 +214,20 @@ def train(
     )  # fmt: skip
     s = train_team(cfg, run_dir, progress=progress)
     if run_dir != out:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in _RUN_FILES:
-            src, dst = run_dir / name, out / name
-            if src.is_dir():
-                shutil.copytree(src, dst, dirs_exist_ok=True)
-            elif src.exists():
-                shutil.copy2(src, dst)
+        copy_run_files(run_dir, out)
     acc = s.regime_val_balanced_accuracy
     return Trained(out, run_dir, s.resumed_from, acc, s.updates, s.env_steps, s.wall_s, s.final)
+
+
+def copy_run_files(run_dir: Path, out: Path) -> None:
+    """What a model artifact carries (:data:`_RUN_FILES`), from a run folder into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in _RUN_FILES:
+        src, dst = run_dir / name, out / name
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        elif src.exists():
+            shutil.copy2(src, dst)
 
 
 def resolve_run(
