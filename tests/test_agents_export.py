@@ -21,7 +21,6 @@ from marlops.agents.export import (
     serving_entries,
 )
 from marlops.agents.runtime import AgentSet, export_cache_path, measure_latency
-from marlops.agents.specs import AGENTS
 from marlops.agents.types import (
     MESSAGE_DIM,
     PORTFOLIO_FEATURES,
@@ -36,6 +35,7 @@ from marlops.agents.types import (
     TacticalOutput,
 )
 from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL
+from marlops.team import AGENTS
 
 
 @pytest.fixture(scope="module")

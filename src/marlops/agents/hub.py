@@ -15,8 +15,8 @@ from enum import StrEnum
 import numpy as np
 
 from marlops.agents.types import MESSAGE_DIM, StructureOutput, TacticalAction, TacticalOutput
+from marlops.team import AGENTS
 
-AGENTS: tuple[str, ...] = ("regime", "structure", "tactical", "risk")
 # Whose messages each agent attends over, in this order (the networks' message slots).
 COMM_SOURCES: dict[str, tuple[str, ...]] = {"structure": ("regime",), "tactical": ("regime", "structure")}
 

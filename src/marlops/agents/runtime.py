@@ -47,7 +47,7 @@ from marlops.agents.export import (
     serving_entries,
 )
 from marlops.agents.networks import AgentNet, StructureNet, TacticalNet, build_network
-from marlops.agents.specs import AGENTS, AgentSpec, load_specs
+from marlops.agents.specs import AgentSpec, load_specs
 from marlops.agents.types import (
     MESSAGE_DIM,
     PORTFOLIO_FEATURES,
@@ -58,6 +58,7 @@ from marlops.agents.types import (
     TacticalOutput,
 )
 from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL
+from marlops.team import AGENTS
 
 Backend = Literal["onnx", "eager"]
 BACKENDS: tuple[str, ...] = ("onnx", "eager")

@@ -16,8 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from marlops.agents.types import MESSAGE_DIM, REGIME_NAMES, STRUCTURE_BIAS_LEVELS, RiskAction, TacticalAction
+from marlops.team import AGENTS
 
-AGENTS: tuple[str, ...] = ("regime", "structure", "tactical", "risk")
 # Agents that publish a message to the hub (risk consumes the matrices directly and publishes none).
 SENDERS: tuple[str, ...] = ("regime", "structure", "tactical")
 MODELS_DIR_ENV = "MARLOPS_MODELS_DIR"

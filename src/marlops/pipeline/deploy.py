@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-AGENTS = ("regime", "structure", "tactical", "risk")
+from marlops.team import AGENTS
+
 MANIFESTS_ENV = "MARLOPS_MANIFESTS_DIR"
 MODEL_URI_FLAG = "--model-uri"
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marlops.registry.config import TrackingConfig, activate, resolve_tracking
-from marlops.registry.folders import AGENTS, RegistryError
+from marlops.registry.folders import RegistryError
 from marlops.registry.gate import (
     DailyReturns,
     GateConfig,
@@ -38,6 +38,7 @@ from marlops.registry.gate import (
 from marlops.registry.models import CHALLENGER, CHAMPION, ROLLED_BACK_TAG, model_name, model_uri
 from marlops.registry.onnx_model import DATA_SUBPATH
 from marlops.registry.tracking import EVAL_PREFIX
+from marlops.team import AGENTS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

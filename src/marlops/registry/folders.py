@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-AGENTS: tuple[str, ...] = ("regime", "structure", "tactical", "risk")
+from marlops.team import AGENTS
+
 SERVING_FORMAT = "onnx"
 
 

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from marlops.registry.config import TrackingConfig, activate, resolve_tracking
-from marlops.registry.folders import AGENTS, SERVING_FORMAT, RegistryError, TrainingRun, read_run
+from marlops.registry.folders import SERVING_FORMAT, RegistryError, TrainingRun, read_run
 from marlops.registry.onnx_model import DATA_SUBPATH
+from marlops.team import AGENTS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

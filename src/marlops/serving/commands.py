@@ -150,10 +150,11 @@ def serve_agent(
     from marlops.serving.server import isolate_argv
 
     isolate_argv()
-    from marlops.registry.folders import AGENTS, RegistryError
+    from marlops.registry.folders import RegistryError
     from marlops.serving.agent_model import AgentPredictor
     from marlops.serving.model_source import ModelSourceError
     from marlops.serving.server import serve
+    from marlops.team import AGENTS
 
     if name not in AGENTS:
         raise _fail(f"NAME: {name!r}; expected one of {', '.join(AGENTS)}")
@@ -212,14 +213,14 @@ def serve_decision(
     isolate_argv()
     from marlops.registry.folders import RegistryError
     from marlops.serving.decision_model import DecisionModel
-    from marlops.serving.decision_service import AGENT_NAMES
     from marlops.serving.model_source import ModelSourceError
     from marlops.serving.server import serve
+    from marlops.team import AGENTS
 
     agents = _pairs(agent, "--agent")
-    unknown = sorted(set(agents) - set(AGENT_NAMES))
+    unknown = sorted(set(agents) - set(AGENTS))
     if unknown:
-        raise _fail(f"--agent: unknown agent {unknown[0]!r}; expected {', '.join(AGENT_NAMES)}")
+        raise _fail(f"--agent: unknown agent {unknown[0]!r}; expected {', '.join(AGENTS)}")
     for name, where in agents.items():
         if where == "predictor":
             if not predictor_host:

@@ -29,7 +29,6 @@ from marlops.serving import graph, metrics
 from marlops.serving.clients import make_endpoint
 from marlops.serving.decision_request import parse_request
 from marlops.serving.decision_service import (
-    AGENT_NAMES,
     DecisionService,
     FeatureFetchError,
     FetchedMatrices,
@@ -37,6 +36,7 @@ from marlops.serving.decision_service import (
 from marlops.serving.request_log import RequestLog
 from marlops.serving.request_rules import json_body, json_problem
 from marlops.serving.tensors import InputError
+from marlops.team import AGENTS
 
 DECISION_MODEL = "decision"
 
@@ -86,9 +86,9 @@ class DecisionModel(Model):
         service_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(name)
-        missing = [a for a in AGENT_NAMES if a not in agents]
+        missing = [a for a in AGENTS if a not in agents]
         if missing:
-            raise ValueError(f"--agent missing for {', '.join(missing)} (NAME=URL for each of {AGENT_NAMES})")
+            raise ValueError(f"--agent missing for {', '.join(missing)} (NAME=URL for each of {AGENTS})")
         self.agent_specs = dict(agents)
         self.timeouts_ms = dict(timeouts_ms or {})
         self.feast_repo = feast_repo
@@ -97,7 +97,7 @@ class DecisionModel(Model):
         self.service: DecisionService | None = None
 
     def load(self) -> bool:
-        endpoints = {a: make_endpoint(a, self.agent_specs[a]) for a in AGENT_NAMES}
+        endpoints = {a: make_endpoint(a, self.agent_specs[a]) for a in AGENTS}
         self.service = DecisionService(
             endpoints,
             timeouts_ms=self.timeouts_ms,

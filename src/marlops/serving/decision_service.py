@@ -57,8 +57,8 @@ from marlops.serving.clients import AgentCallError, AgentEndpoint
 from marlops.serving.decision_request import DecisionRequest, PortfolioState
 from marlops.serving.request_log import RequestLog, RequestRecord, iso_utc, latest_rows
 from marlops.serving.tensors import InputError, check_matrix
+from marlops.team import AGENTS
 
-AGENT_NAMES: tuple[str, ...] = ("regime", "structure", "tactical", "risk")
 # Per-call deadlines (ms). Generous against the design's 5 ms per agent: a deadline is for a hung or
 # overloaded agent, and a late answer costs a fail-closed decision, never a hang.
 DEFAULT_TIMEOUTS_MS: dict[str, float] = {"regime": 100.0, "structure": 100.0, "tactical": 50.0, "risk": 50.0}
@@ -206,14 +206,14 @@ class DecisionService:
         request_log: RequestLog | None = None,
         max_sessions: int = 10_000,
     ) -> None:
-        missing = [a for a in AGENT_NAMES if a not in agents]
+        missing = [a for a in AGENTS if a not in agents]
         if missing:
             raise ValueError(f"agents missing: {missing}")
         self.agents = dict(agents)
         self.limits = limits or RiskLimits()
         self.consensus = consensus
         self.config = cfg = config or EngineConfig()
-        self.timeouts_s = {a: (timeouts_ms or {}).get(a, DEFAULT_TIMEOUTS_MS[a]) / 1e3 for a in AGENT_NAMES}
+        self.timeouts_s = {a: (timeouts_ms or {}).get(a, DEFAULT_TIMEOUTS_MS[a]) / 1e3 for a in AGENTS}
         self.fetch_matrices = fetch_matrices
         self.request_log = request_log
         self.max_sessions = max_sessions
@@ -631,7 +631,7 @@ class DecisionService:
             except AgentCallError:
                 pass
 
-        await asyncio.gather(*(one(a) for a in AGENT_NAMES))
+        await asyncio.gather(*(one(a) for a in AGENTS))
         return self.versions()
 
     async def close(self) -> None:

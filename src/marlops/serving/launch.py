@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from marlops.serving.decision_service import AGENT_NAMES
 from marlops.serving.model_source import agent_uri
+from marlops.team import AGENTS
 
 
 class LaunchError(RuntimeError):
@@ -213,7 +213,7 @@ def start_local(
     logs = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="marlops-serve-"))
     logs.mkdir(parents=True, exist_ok=True)
     collocated = set(collocate)
-    unknown = collocated - set(AGENT_NAMES)
+    unknown = collocated - set(AGENTS)
     if unknown:
         raise LaunchError(f"collocate: unknown agents {sorted(unknown)}")
     if agent_protocol not in ("grpc", "v2", "v1"):
@@ -221,7 +221,7 @@ def start_local(
     agents: dict[str, Server] = {}
     started: list[Server] = []
     try:
-        for a in AGENT_NAMES:
+        for a in AGENTS:
             agents[a] = start_agent(a, uri, logs, env)
             started.append(agents[a])
         wait_ready(started, ready_timeout_s)
@@ -234,7 +234,7 @@ def start_local(
 
         hp, gp = free_port(), free_port()
         args = ["serve", "decision", "--http-port", str(hp), "--grpc-port", str(gp)]
-        for a in AGENT_NAMES:
+        for a in AGENTS:
             args += ["--agent", f"{a}={where(a)}"]
         for a, ms in (timeouts_ms or {}).items():
             args += ["--agent-timeout-ms", f"{a}={ms:g}"]

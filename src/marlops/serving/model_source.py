@@ -18,8 +18,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from marlops.registry.folders import AGENTS, AgentFolder, RegistryError, read_agent
+from marlops.registry.folders import AgentFolder, RegistryError, read_agent
 from marlops.registry.onnx_model import DATA_SUBPATH
+from marlops.team import AGENTS
 
 
 class ModelSourceError(RuntimeError):
