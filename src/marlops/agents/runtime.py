@@ -52,6 +52,7 @@ from marlops.agents.types import (
     MESSAGE_DIM,
     PORTFOLIO_FEATURES,
     PROPOSAL_DIM,
+    Outputs,
     RegimeOutput,
     RiskOutput,
     StructureOutput,
@@ -69,10 +70,14 @@ class _Runner(abc.ABC):
     """One serving graph at batch 1: write into ``inputs[i][0]``, call ``run()``, read the outputs."""
 
     inputs: list[np.ndarray]
+    names: tuple[str, ...]  # the outputs' names, in run()'s order
 
     @abc.abstractmethod
     def run(self) -> list[np.ndarray]:
         """Compute the outputs from the current contents of ``inputs``."""
+
+    def run_named(self) -> Outputs:
+        return dict(zip(self.names, self.run(), strict=True))
 
 
 class _OrtRunner(_Runner):
@@ -82,6 +87,8 @@ class _OrtRunner(_Runner):
         self.inputs = [np.zeros(shape, dtype) for _, shape, dtype in entry.inputs]
         by_name = {o.name: o for o in session.get_outputs()}
         self.outputs = [np.zeros(by_name[n].shape, np.float32) for n in entry.outputs]
+        self.names = tuple(entry.outputs)
+        self._named = dict(zip(self.names, self.outputs, strict=True))  # the same buffers, by name
         # OrtValues made from numpy share its memory on CPU: binding them once means ORT reads the
         # input buffers and writes the output buffers in place on every run.
         self._values = [ort.OrtValue.ortvalue_from_numpy(a) for a in (*self.inputs, *self.outputs)]
@@ -98,11 +105,16 @@ class _OrtRunner(_Runner):
         self._session.run_with_iobinding(self._binding)
         return self.outputs
 
+    def run_named(self) -> Outputs:
+        self._session.run_with_iobinding(self._binding)
+        return self._named
+
 
 class _EagerRunner(_Runner):
     def __init__(self, entry: Entry) -> None:
         self.inputs = [np.zeros(shape, dtype) for _, shape, dtype in entry.inputs]
         self._tensors = [torch.from_numpy(a) for a in self.inputs]  # views: writes to inputs are seen
+        self.names = tuple(entry.outputs)
         self._module = entry.module
 
     def run(self) -> list[np.ndarray]:
@@ -252,31 +264,21 @@ class AgentSet:
 
     def regime(self, regime_m: np.ndarray) -> RegimeOutput:
         _put(self._r.inputs[0], regime_m, "regime_m")
-        probs, vol, msg = self._r.run()
-        return RegimeOutput(probs=probs[0].copy(), volatility=float(vol[0]), message=msg[0].copy())
+        return RegimeOutput.from_outputs(self._r.run_named())
 
     def structure(self, structure_m: np.ndarray, msgs: np.ndarray, mask: np.ndarray) -> StructureOutput:
         x, m, k = self._s.inputs
         _put(x, structure_m, "structure_m")
         _put(m, msgs, "msgs")
         _put(k, mask, "mask")
-        probs, bias, size, conf, value, msg = self._s.run()
-        return StructureOutput(
-            action_probs=probs[0].copy(),
-            bias=min(1.0, max(-1.0, float(bias[0]))),  # rounding can put an all-in prob a hair past ±1
-            size=float(size[0]),
-            confidence=float(conf[0]),
-            value=float(value[0]),
-            message=msg[0].copy(),
-        )
+        return StructureOutput.from_outputs(self._s.run_named())
 
     def tactical(self, tactical_m: np.ndarray, msgs: np.ndarray, mask: np.ndarray) -> TacticalOutput:
         x, m, k = self._t.inputs
         _put(x, tactical_m, "tactical_m")
         _put(m, msgs, "msgs")
         _put(k, mask, "mask")
-        probs, value, msg = self._t.run()
-        return TacticalOutput(action_probs=probs[0].copy(), value=float(value[0]), message=msg[0].copy())
+        return TacticalOutput.from_outputs(self._t.run_named())
 
     def risk_cache(self, tactical_m: np.ndarray, structure_m: np.ndarray, regime_m: np.ndarray) -> np.ndarray:
         """The matrix part of the risk encoder, (encoder_dim,): compute at bar closes, reuse every tick."""
@@ -291,7 +293,7 @@ class AgentSet:
         _put(c, cache, "cache")
         _put(p, portfolio, "portfolio")
         _put(a, proposal, "proposal")
-        return RiskOutput(q_values=self._rq.run()[0][0].copy())
+        return RiskOutput.from_outputs(self._rq.run_named())
 
 
 # ------------------------------------------------------------------------------------------- latency

@@ -6,10 +6,15 @@ these records carry numpy arrays so the engine, the environment and the KServe m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
+
+# An agent's outputs by name (the ONNX graph's / the V2 response's), batch first. The records below
+# decode one row of them: the one place where output names, clipping and copies are decided.
+Outputs = Mapping[str, np.ndarray]
 
 REGIME_NAMES: tuple[str, ...] = ("trending", "ranging", "volatile", "transition")
 MESSAGE_DIM = 64  # every agent publishes a context vector of this size to the hub
@@ -54,6 +59,14 @@ class RegimeOutput:
     volatility: float  # predicted per-bar volatility of the higher timeframe, >= 0
     message: np.ndarray  # (MESSAGE_DIM,)
 
+    @classmethod
+    def from_outputs(cls, o: Outputs, row: int = 0) -> RegimeOutput:
+        return cls(
+            probs=o["probs"][row].copy(),
+            volatility=_at(o["volatility"], row),
+            message=o["message"][row].copy(),
+        )
+
     @property
     def regime(self) -> int:
         return int(np.argmax(self.probs))
@@ -72,12 +85,29 @@ class StructureOutput:
     value: float  # critic's state value
     message: np.ndarray  # (MESSAGE_DIM,)
 
+    @classmethod
+    def from_outputs(cls, o: Outputs, row: int = 0) -> StructureOutput:
+        return cls(
+            action_probs=o["probs"][row].copy(),
+            bias=min(1.0, max(-1.0, _at(o["bias"], row))),  # rounding can put an all-in prob a hair past ±1
+            size=_at(o["size"], row),
+            confidence=_at(o["confidence"], row),
+            value=_at(o["value"], row),
+            message=o["message"][row].copy(),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class TacticalOutput:
     action_probs: np.ndarray  # (5,) over TacticalAction
     value: float
     message: np.ndarray  # (MESSAGE_DIM,)
+
+    @classmethod
+    def from_outputs(cls, o: Outputs, row: int = 0) -> TacticalOutput:
+        return cls(
+            action_probs=o["probs"][row].copy(), value=_at(o["value"], row), message=o["message"][row].copy()
+        )
 
     @property
     def action(self) -> TacticalAction:
@@ -92,6 +122,16 @@ class TacticalOutput:
 class RiskOutput:
     q_values: np.ndarray  # (4,) over RiskAction
 
+    @classmethod
+    def from_outputs(cls, o: Outputs, row: int = 0) -> RiskOutput:
+        return cls(q_values=np.array(o["q"][row], dtype=np.float32))
+
     @property
     def action(self) -> RiskAction:
         return RiskAction(int(np.argmax(self.q_values)))
+
+
+def _at(a: np.ndarray, row: int) -> float:
+    """Row ``row`` of a per-row scalar output, shaped (N,) or (N, 1)."""
+    a = np.asarray(a)
+    return float(a.reshape(-1)[row] if a.ndim <= 1 else a[row].reshape(-1)[0])

@@ -28,12 +28,9 @@ from kserve.errors import InvalidInput
 from marlops.serving import graph, metrics
 from marlops.serving.clients import make_endpoint
 from marlops.serving.decision_request import parse_request
-from marlops.serving.decision_service import (
-    DecisionService,
-    FeatureFetchError,
-    FetchedMatrices,
-)
+from marlops.serving.decision_service import DecisionService
 from marlops.serving.request_log import RequestLog
+from marlops.serving.request_matrices import FeatureFetchError, FetchedMatrices
 from marlops.serving.request_rules import json_body, json_problem
 from marlops.serving.tensors import InputError
 from marlops.team import AGENTS

@@ -32,7 +32,8 @@ from marlops.agents.hub import COMM_SOURCES
 from marlops.agents.types import MESSAGE_DIM
 from marlops.serving.agent_runner import AgentRunner
 from marlops.serving.clients import AgentCallError, AgentEndpoint
-from marlops.serving.decision_service import ENDPOINT_OVERRIDES, DecisionService, Outcome
+from marlops.serving.decision_service import ENDPOINT_OVERRIDES, DecisionService
+from marlops.serving.outcome import Outcome
 from marlops.serving.tensors import InputError, check_matrix
 from marlops.team import AGENTS
 

@@ -24,8 +24,9 @@ import httpx
 import orjson
 import pandas as pd
 
+from marlops.agents.core import timeframe_label
 from marlops.agents.decision import Portfolio
-from marlops.agents.engine import TradeDecision, timeframe_label
+from marlops.agents.decision_record import TradeDecision
 from marlops.agents.replay import summarize
 from marlops.market.bars import Bar
 from marlops.market.events import EventBus, IndicatorsReady, TickAccepted
