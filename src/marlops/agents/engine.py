@@ -13,11 +13,13 @@ The rules (staleness, fault reasons, the risk gate, the paper fill) are the core
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -25,7 +27,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from marlops.agents.core import Call, DecisionCore, EngineConfig, Need, Step, StepGen, timeframe_label
+from marlops.agents.core import Call, DecisionCore, EngineConfig, Step, StepGen, timeframe_label
 from marlops.agents.decision import Portfolio, RiskLimits
 from marlops.agents.decision_record import TradeDecision
 from marlops.agents.hub import ConsensusConfig
@@ -93,6 +95,8 @@ def _out_dict(o: object | None) -> dict | None:
     return {k: getattr(o, k) for k in o.__slots__ if k != "message"}  # type: ignore[attr-defined]
 
 
+_Result = tuple[Any, str, float, list[str]]  # output, latency label, µs, faults
+
 # the AgentSet method and the latency / fault label of each core call
 _METHODS = {
     "regime": ("regime", "regime"),
@@ -101,6 +105,12 @@ _METHODS = {
     "risk_encode": ("risk_cache", "risk_cache"),
     "risk_q": ("risk", "risk"),
 }
+
+
+@functools.cache
+def _worker() -> ThreadPoolExecutor:
+    """One thread for every engine of the process: ONNX Runtime releases the GIL while it runs."""
+    return ThreadPoolExecutor(1, thread_name_prefix="marlops-risk")
 
 
 class DecisionEngine:
@@ -112,7 +122,10 @@ class DecisionEngine:
         config: EngineConfig | None = None,
         portfolio: Portfolio | None = None,
         audit: AuditLog | None = None,
+        parallel: bool = True,
     ) -> None:
+        """``parallel``: at a bar close, run the risk agent (its encoding and its verdict on every proposal
+        tactical could make) on a worker thread while tactical runs; the decisions are the same."""
         self.agents = agents
         self.core = DecisionCore(limits, consensus, config)
         self.limits, self.config = self.core.limits, self.core.config
@@ -123,6 +136,7 @@ class DecisionEngine:
         self.keep_decisions = True
         self.listeners: list[Callable[[TradeDecision], None]] = []
         self._budget = self.config.agent_budget_us
+        self._pool = _worker() if parallel else None
         self._calls = {c: (getattr(agents, m), label) for c, (m, label) in _METHODS.items()}
         # one read-only mapping shared by every decision (copying it per tick is measurable)
         versions: Mapping[str, str] = MappingProxyType(dict(agents.versions))
@@ -161,26 +175,55 @@ class DecisionEngine:
     # -- calls -----------------------------------------------------------------------------------
 
     def _drive(self, step: StepGen) -> Any:
+        scored: list[_Result] | None = None  # the risk verdict on every proposal, from the worker
         try:
             need = next(step)
             while True:
-                need = step.send(tuple(self._call(c, need, i) for i, c in enumerate(need.calls)))
+                calls = need.calls
+                if self._pool is not None and len(calls) == 2 and calls[1].agent == "risk_encode":
+                    # tactical here, the risk agent (encoding, then every proposal) on the worker
+                    job = self._pool.submit(self._score, calls[1])
+                    results = [self._call(calls[0])]
+                    encoded, scored = job.result()
+                    results.append(encoded)
+                elif scored is not None and calls[0].agent == "risk_q":
+                    results = [scored[calls[0].choice]]
+                else:
+                    results = [self._call(c) for c in calls]
+                outs = []
+                for i, (out, label, us, faults) in enumerate(results):
+                    need.latency_us[label] = us
+                    need.faults[i].extend(faults)
+                    outs.append(out)
+                need = step.send(tuple(outs))
         except StopIteration as done:
             return done.value
 
-    def _call(self, call: Call, need: Need, i: int) -> Any:
+    def _call(self, call: Call) -> _Result:
+        """(output or None, latency label, µs, faults): an error or a late answer is a fault."""
         fn, label = self._calls[call.agent]
+        faults: list[str] = []
         t = time.perf_counter_ns()
         try:
             out = fn(*call.inputs)
         except Exception as err:  # an unavailable agent must not stop the engine: fail closed instead
-            need.faults[i].append(f"{label}:error:{type(err).__name__}")
+            faults.append(f"{label}:error:{type(err).__name__}")
             out = None
         us = (time.perf_counter_ns() - t) / 1e3
-        need.latency_us[label] = us
         if us > self._budget.get(label, math.inf):
-            need.faults[i].append(f"{label}:late")
-        return out
+            faults.append(f"{label}:late")
+        return out, label, us, faults
+
+    def _score(self, encode: Call) -> tuple[_Result, list[_Result] | None]:
+        """The risk encoding and the verdict on each of ``encode.proposals`` (what the core asks next is
+        one of them), each call timed and checked as if made on its own."""
+        encoded = self._call(encode)
+        cache = encoded[0]
+        if cache is None or not np.isfinite(cache).all():
+            return encoded, None  # the core asks for no verdict without a usable encoding
+        pvec = encode.portfolio
+        verdicts = [self._call(Call("risk_q", (cache, pvec, p))) for p in encode.proposals]  # type: ignore[union-attr]
+        return encoded, verdicts
 
     # -- decisions -------------------------------------------------------------------------------
 
