@@ -223,11 +223,21 @@ class AgentSet:
         return cls.load(d, backend, threads)
 
     @classmethod
-    def load(cls, directory: str | Path, backend: str = "onnx", threads: int | None = 1) -> AgentSet:
-        """Load what :meth:`save` wrote (``directory/<agent>/``); ONNX graphs are used as saved."""
+    def load(
+        cls, directory: str | Path, backend: str = "onnx", threads: int | None = 1, precision: str = "fp32"
+    ) -> AgentSet:
+        """Load what :meth:`save` wrote (``directory/<agent>/``); ONNX graphs are used as saved.
+
+        ``precision="int8"`` runs the INT8 graphs that the parity gate accepted for these agents
+        (:mod:`marlops.agents.quantize`); without them it raises ``Int8Error``, never falls back."""
+        from marlops.agents.quantize import check_precision, team_int8_files
+
+        check_precision(precision, backend)
         d = Path(directory)
         loaded = {name: load_agent(d / name) for name in AGENTS}
         files = {entry: p for a in loaded.values() for entry, p in a.onnx_files.items()}
+        if precision == "int8":
+            files = team_int8_files(d, {name: a.version for name, a in loaded.items()})
         return cls.from_networks(
             {name: a.net for name, a in loaded.items()},
             backend,
