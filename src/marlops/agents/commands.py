@@ -20,6 +20,11 @@ agents_app = typer.Typer(help="Saved agent teams: INT8 serving graphs.", no_args
 EXIT_ACCEPTED, EXIT_REJECTED, EXIT_ERROR = 0, 1, 2
 
 
+@agents_app.callback()
+def agents_group() -> None:
+    """Saved agent teams: INT8 serving graphs."""  # a group even with one command: `agents quantize`
+
+
 @agents_app.command("quantize")
 def quantize_cmd(
     team: Annotated[
