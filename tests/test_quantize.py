@@ -182,3 +182,28 @@ def test_cli_quantize_reports_and_exits_by_verdict(team: Path) -> None:
     assert json.loads((team / Q.GATE_FILE).read_text())["per_channel"] is True
     res = CliRunner().invoke(agents_app, ["quantize", str(team.parent / "missing")])
     assert res.exit_code == 2
+
+
+def test_agent_server_runner_loads_int8_only_when_accepted(accepted_team: Path, team: Path) -> None:
+    """What `marlops serve agent NAME --precision int8` loads (registry.onnx_model, no torch)."""
+    from marlops.registry.folders import read_agent
+    from marlops.registry.onnx_model import Int8Error
+    from marlops.serving.agent_runner import AgentRunner
+
+    folder = read_agent(accepted_team / "structure", "structure")
+    fp32 = AgentRunner(folder)
+    int8 = AgentRunner(folder, precision="int8")
+    assert int8.model.precision == "int8" and int8.version == fp32.version
+    assert set(int8.entries) == set(fp32.entries)
+    entry = fp32.entries["structure"]
+    rng = np.random.default_rng(5)
+    x = {
+        "x": rng.standard_normal((1, *STRUCTURE.shape)).astype(np.float32),
+        "msgs": rng.standard_normal((1, 1, 64)).astype(np.float32),
+        "mask": np.ones((1, 1), bool),
+    }
+    a, b = fp32.run(entry, x), int8.run(int8.entries["structure"], x)
+    np.testing.assert_allclose(b["probs"], a["probs"], atol=0.05)
+    assert not np.array_equal(b["probs"], a["probs"])  # really the other graph
+    with pytest.raises(Int8Error, match="precision=int8"):
+        AgentRunner(read_agent(team / "structure", "structure"), precision="int8")

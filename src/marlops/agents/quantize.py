@@ -48,24 +48,21 @@ from marlops.agents.engine import EngineConfig, TradeDecision
 from marlops.agents.export import load_agent
 from marlops.agents.replay import replay_ticks
 from marlops.agents.types import RegimeOutput
+from marlops.registry.onnx_model import INT8_RECORD, PRECISIONS, Int8Error, int8_files
 from marlops.team import AGENTS
 
-PRECISIONS: tuple[str, ...] = ("fp32", "int8")
-PRECISION_ENV = "MARLOPS_AGENT_PRECISION"  # the agent servers' default for --precision
+__all__ = ["PRECISIONS", "Int8Error", "Int8Report", "check_int8", "int8_files", "quantize_team"]
+
 OP_TYPES: tuple[str, ...] = ("MatMul", "Gemm", "LSTM")
 PER_CHANNEL = True  # per output channel weight scales: per tensor failed the gate on a trained team
 GATE_FILE = "int8_gate.json"  # team level: the gate's report, accepted or not
-AGENT_FILE = "int8.json"  # agent level, only when accepted: version, files, figures
+AGENT_FILE = INT8_RECORD  # agent level, only when accepted: version, files, figures
 INT8_SUFFIX = ".int8.onnx"
 HELD_OUT_SEED = 101  # the first of the evaluation's held-out seeds (evaluation/held_out.py)
 WARMUP_DAYS = 3.0  # replayed before the scored days: the regime matrix alone needs 96 × 30 min
 MIN_SHARE = 0.99
 MAX_BACC_DROP = 0.01
 TARGET_RTOL = 0.01
-
-
-class Int8Error(ValueError):
-    """INT8 graphs were asked for but the team has none accepted by the gate."""
 
 
 # ------------------------------------------------------------------------------------- quantization
@@ -330,35 +327,13 @@ def check_precision(precision: str, backend: str = "onnx") -> None:
         raise ValueError(f"precision='int8' needs backend='onnx' (INT8 graphs are ONNX), got {backend!r}")
 
 
-def agent_int8_files(agent_dir: str | Path, version: str) -> dict[str, Path]:
-    """The accepted INT8 graphs (entry → file) of one saved agent; :class:`Int8Error` if there are none or
-    they were gated for another version of the agent."""
-    d = Path(agent_dir)
-    rec_path = d / AGENT_FILE
-    how = f"run `marlops agents quantize {d.parent}` (the INT8 parity gate) first, or use precision fp32"
-    if not rec_path.is_file():
-        raise Int8Error(f"precision=int8: {d} has no INT8 graphs accepted by the parity gate ({how})")
-    rec = json.loads(rec_path.read_text())
-    if not rec.get("accepted"):
-        raise Int8Error(f"precision=int8: {rec_path} does not record an accepted gate ({how})")
-    if rec.get("version") != version:
-        raise Int8Error(
-            f"precision=int8: {rec_path} was gated for {rec.get('version')}, the agent is {version} ({how})"
-        )
-    files = {entry: d / name for entry, name in rec["entries"].items()}
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        raise Int8Error(f"precision=int8: INT8 graphs missing: {missing} ({how})")
-    return files
-
-
 def team_int8_files(team: str | Path, versions: dict[str, str]) -> dict[str, Path]:
-    """The accepted INT8 graphs of a saved team, entry → file (:func:`agent_int8_files` for every agent,
+    """The accepted INT8 graphs of a saved team, entry → file (:func:`int8_files` for every agent,
     gated together: every agent's record must name this team's versions)."""
     d = Path(team)
     files: dict[str, Path] = {}
     for agent in AGENTS:
-        files.update(agent_int8_files(d / agent, versions[agent]))
+        files.update(int8_files(d / agent, versions[agent]))
         rec = json.loads((d / agent / AGENT_FILE).read_text())
         if rec.get("team_versions") != versions:
             raise Int8Error(
