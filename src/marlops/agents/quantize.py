@@ -25,9 +25,9 @@ id, which the INT8 record no longer matches.
 
 Quantization: each graph is first constant-folded by ONNX Runtime (basic level, saved offline): the
 torch.export graphs compute the LSTM's weights with Slice/Concat nodes, which hides them from the
-quantizer; folded, the LSTM becomes ``DynamicQuantizeLSTM``. Then ``quantize_dynamic`` with signed INT8
-weights, per tensor, on MatMul, Gemm and LSTM (:data:`OP_TYPES`; Conv was slower quantized, see
-docs/agents.md).
+quantizer; folded, the LSTM becomes ``DynamicQuantizeLSTM``. Then ``quantize_dynamic``: signed INT8
+weights with per-output-channel scales (per tensor failed the gate on a trained team), on MatMul, Gemm
+and LSTM (:data:`OP_TYPES`; Conv was slower quantized, see docs/agents.md).
 """
 
 from __future__ import annotations
