@@ -15,7 +15,8 @@ Threads: one intra-op thread by default. The graphs are small at batch 1, so a t
 cost more than they save, and this 2-core machine shares its cores with the market feed. ORT sessions
 take it per session; the eager backend has to set torch's process-wide ``torch.set_num_threads``.
 
-``python -m marlops.agents.runtime [onnx|eager ...]`` prints the batch-1 latency table of docs/agents.md.
+``python -m marlops.agents.runtime [--team DIR] [onnx|eager|int8 ...]`` prints the batch-1 latency table of
+docs/agents.md (``int8``: the gate-accepted INT8 graphs of a saved team, :mod:`marlops.agents.quantize`).
 """
 
 from __future__ import annotations
@@ -235,11 +236,21 @@ class AgentSet:
         return cls.load(d, backend, threads)
 
     @classmethod
-    def load(cls, directory: str | Path, backend: str = "onnx", threads: int | None = 1) -> AgentSet:
-        """Load what :meth:`save` wrote (``directory/<agent>/``); ONNX graphs are used as saved."""
+    def load(
+        cls, directory: str | Path, backend: str = "onnx", threads: int | None = 1, precision: str = "fp32"
+    ) -> AgentSet:
+        """Load what :meth:`save` wrote (``directory/<agent>/``); ONNX graphs are used as saved.
+
+        ``precision="int8"`` runs the INT8 graphs that the parity gate accepted for these agents
+        (:mod:`marlops.agents.quantize`); without them it raises ``Int8Error``, never falls back."""
+        from marlops.agents.quantize import check_precision, team_int8_files
+
+        check_precision(precision, backend)
         d = Path(directory)
         loaded = {name: load_agent(d / name) for name in AGENTS}
         files = {entry: p for a in loaded.values() for entry, p in a.onnx_files.items()}
+        if precision == "int8":
+            files = team_int8_files(d, {name: a.version for name, a in loaded.items()})
         return cls.from_networks(
             {name: a.net for name, a in loaded.items()},
             backend,
@@ -340,8 +351,23 @@ def measure_latency(
 
 
 def main(argv: list[str]) -> None:
+    """``[--team DIR] [onnx|eager|int8 ...]``: a p50/p99 column pair per backend. Without ``--team``:
+    untrained agents; ``int8`` needs a team whose INT8 graphs passed the gate (marlops agents quantize)."""
+    team = None
+    if "--team" in argv:
+        i = argv.index("--team")
+        team, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
     backends = argv or list(BACKENDS)
-    rows = {b: measure_latency(AgentSet.untrained(seed=0, backend=b)) for b in backends}
+
+    def build(b: str) -> AgentSet:
+        backend, precision = ("onnx", "int8") if b == "int8" else (b, "fp32")
+        if team is not None:
+            return AgentSet.load(team, backend, precision=precision)
+        if precision == "int8":
+            raise SystemExit("int8: pass --team DIR, a saved team whose INT8 graphs the gate accepted")
+        return AgentSet.untrained(seed=0, backend=backend)
+
+    rows = {b: measure_latency(build(b)) for b in backends}
     print("| call | " + " | ".join(f"{b} p50 µs | {b} p99 µs" for b in backends) + " |")
     print("|---|" + "---:|---:|" * len(backends))
     for call in rows[backends[0]]:

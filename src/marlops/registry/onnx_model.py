@@ -15,6 +15,10 @@ agent, told apart by their input names) — and returns a dict of the entry's na
 Serving that wants the files rather than a pyfunc (the KServe models run the graphs themselves) uses
 :func:`marlops.registry.download_agent`, which returns the ``data/agent`` folder of the downloaded model.
 
+Precision: ``AgentModel(dir, precision="int8")`` opens the INT8 graphs that the parity gate
+(:mod:`marlops.agents.quantize`) accepted for this version of the agent, listed in its ``int8.json``;
+without them it raises :class:`Int8Error` — never a silent fall back to fp32.
+
 Only numpy, onnxruntime and the standard library are imported here: the module has to be importable
 wherever the model is loaded.
 """
@@ -29,27 +33,67 @@ from typing import Any
 import numpy as np
 
 DATA_SUBPATH = "data/agent"  # where the agent folder sits inside the MLflow model directory
+PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+PRECISION_ENV = "MARLOPS_AGENT_PRECISION"  # the agent servers' default for --precision
+INT8_RECORD = "int8.json"  # in an agent folder, only once the gate accepted its INT8 graphs
+
+
+class Int8Error(ValueError):
+    """INT8 graphs were asked for but the agent has none accepted by the parity gate."""
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+
+
+def int8_files(directory: str | Path, version: str) -> dict[str, Path]:
+    """The accepted INT8 graphs (entry → file) of one agent folder; :class:`Int8Error` if there are none
+    or they were gated for another version of the agent."""
+    d = Path(directory)
+    rec_path = d / INT8_RECORD
+    how = "run `marlops agents quantize TEAM` (the INT8 parity gate) on its team first, or use fp32"
+    if not rec_path.is_file():
+        raise Int8Error(f"precision=int8: {d} has no INT8 graphs accepted by the parity gate ({how})")
+    rec = json.loads(rec_path.read_text())
+    if not rec.get("accepted"):
+        raise Int8Error(f"precision=int8: {rec_path} does not record an accepted gate ({how})")
+    if rec.get("version") != version:
+        raise Int8Error(
+            f"precision=int8: {rec_path} was gated for {rec.get('version')}, the agent is {version} ({how})"
+        )
+    files = {entry: d / name for entry, name in rec["entries"].items()}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise Int8Error(f"precision=int8: INT8 graphs missing: {missing} ({how})")
+    return files
 
 
 class AgentModel:
-    """A registered agent, loaded: ``meta`` from its meta.json, one ONNX Runtime session per entry."""
+    """A registered agent, loaded: ``meta`` from its meta.json, one ONNX Runtime session per entry
+    (``precision="int8"``: the gate-accepted INT8 graphs, see :func:`int8_files`)."""
 
-    def __init__(self, directory: str | Path, threads: int = 1) -> None:
+    def __init__(self, directory: str | Path, threads: int = 1, precision: str = "fp32") -> None:
         import onnxruntime as ort
 
+        check_precision(precision)
         self.directory = Path(directory)
         self.meta: dict[str, Any] = json.loads((self.directory / "meta.json").read_text())
         self.agent: str = self.meta["agent"]
         self.version: str = self.meta["version"]
+        self.precision = precision
         self.entries: dict[str, dict[str, Any]] = dict(self.meta["entries"])
+        files = {name: self.directory / e["file"] for name, e in self.entries.items()}
+        if precision == "int8":
+            files = int8_files(self.directory, self.version)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         self.sessions = {
             name: ort.InferenceSession(
-                str(self.directory / e["file"]), sess_options=opts, providers=["CPUExecutionProvider"]
+                str(files[name]), sess_options=opts, providers=["CPUExecutionProvider"]
             )
-            for name, e in self.entries.items()
+            for name in self.entries
         }
 
     def entry_for(self, names: set[str]) -> str:

@@ -52,17 +52,20 @@ class AgentPredictor(Model):
     """A kserve.Model serving one entry of an agent (see :mod:`marlops.serving.agent_runner`); the
     agent's model of its own name (the one :meth:`load` loads) also answers the InferenceGraph's requests."""
 
-    def __init__(self, agent: str, model_uri: str, threads: int = 1, name: str | None = None) -> None:
+    def __init__(
+        self, agent: str, model_uri: str, threads: int = 1, name: str | None = None, precision: str = "fp32"
+    ) -> None:
         super().__init__(name or agent)
         self.agent = agent
         self.model_uri = model_uri
         self.threads = threads
+        self.precision = precision  # fp32, or int8: the gate-accepted INT8 graphs (registry.onnx_model)
         self.runner: AgentRunner | None = None
         self.entry: EntrySpec | None = None
 
     def load(self) -> bool:
         folder = resolve_agent(self.agent, self.model_uri)
-        self._bind(AgentRunner(folder, threads=self.threads))
+        self._bind(AgentRunner(folder, threads=self.threads, precision=self.precision))
         assert self.runner is not None
         metrics.model_loaded(self.agent, self.runner.version)
         return self.ready
@@ -81,7 +84,7 @@ class AgentPredictor(Model):
         out = []
         for e in runner.entries.values():
             if e.model != self.name:
-                m = AgentPredictor(self.agent, self.model_uri, self.threads, name=e.model)
+                m = AgentPredictor(self.agent, self.model_uri, self.threads, e.model, self.precision)
                 m._bind(runner)
                 out.append(m)
         return out

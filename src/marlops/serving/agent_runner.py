@@ -126,8 +126,8 @@ class _Bound:
 class AgentRunner:
     """A loaded agent: ``entries`` (with their batched shapes) and :meth:`run`."""
 
-    def __init__(self, folder: AgentFolder, threads: int = 1) -> None:
-        self.model = AgentModel(folder.path, threads=threads)
+    def __init__(self, folder: AgentFolder, threads: int = 1, precision: str = "fp32") -> None:
+        self.model = AgentModel(folder.path, threads=threads, precision=precision)
         self.agent: str = self.model.agent
         self.version: str = self.model.version
         self.directory = folder.path

@@ -144,6 +144,14 @@ def serve_agent(
             "agent by its InferenceService name).",
         ),
     ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            envvar="MARLOPS_AGENT_PRECISION",
+            help="fp32 | int8: the INT8 graphs `marlops agents quantize` accepted (an error without them).",
+        ),
+    ] = "fp32",
 ) -> None:
     """One KServe ModelServer hosting one agent (a model per entry: the risk agent is risk, risk-encode
     and risk-q); ready once its graphs are loaded."""
@@ -151,6 +159,7 @@ def serve_agent(
 
     isolate_argv()
     from marlops.registry.folders import RegistryError
+    from marlops.registry.onnx_model import PRECISION_ENV, Int8Error
     from marlops.serving.agent_model import AgentPredictor
     from marlops.serving.model_source import ModelSourceError
     from marlops.serving.server import serve
@@ -158,14 +167,19 @@ def serve_agent(
 
     if name not in AGENTS:
         raise _fail(f"NAME: {name!r}; expected one of {', '.join(AGENTS)}")
-    model = AgentPredictor(name, model_uri)
+    if precision not in ("fp32", "int8"):
+        raise _fail(f"--precision: {precision!r}; expected fp32 or int8")
+    model = AgentPredictor(name, model_uri, precision=precision)
     try:
         model.load()
+    except Int8Error as e:
+        raise _fail(f"--precision int8 (${PRECISION_ENV}): {e}") from None
     except (ModelSourceError, RegistryError, OSError, ValueError) as e:
         raise _fail(f"--model-uri: {e}") from None
     models = [model, *model.siblings()]  # one model per entry (risk: risk, risk-encode, risk-q), one runner
     served = ", ".join(m.name for m in models)
-    typer.echo(f"{name} {model.version} from {model_uri} as {served}: http {http_port}, grpc {grpc_port}")
+    where = f"http {http_port}, grpc {grpc_port}"
+    typer.echo(f"{name} {model.version} ({precision}) from {model_uri} as {served}: {where}")
     serve(models, http_port, grpc_port, max_body_bytes, {name: alias or []})
 
 
