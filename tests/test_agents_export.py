@@ -224,3 +224,46 @@ def test_hub_reads_the_senders_the_specs_declare(onnx_set: AgentSet) -> None:
     from marlops.agents.hub import COMM_SOURCES
 
     assert {k: tuple(v) for k, v in onnx_set.senders.items()} == COMM_SOURCES
+
+
+def test_structure_split_in_two_is_exactly_the_whole_graph(
+    saved: tuple[AgentSet, Path], onnx_set: AgentSet
+) -> None:
+    """The saved split graphs (encoding, then head) give structure's outputs bit for bit, so the engine
+    may run the encoding while regime runs without changing a decision."""
+    meta = json.loads((saved[1] / "structure" / META_FILE).read_text())
+    assert set(meta["split_entries"]) == {"structure_encode", "structure_head"}
+    assert onnx_set.split_structure
+    for seed in range(5):
+        c = case(seed)
+        mask = np.array([seed % 2 == 0])
+        whole = onnx_set.structure(c["structure"], c["s_msgs"], mask)
+        split = onnx_set.structure_head(onnx_set.structure_encode(c["structure"]), c["s_msgs"], mask)
+        for f in ("action_probs", "message"):
+            assert np.array_equal(getattr(whole, f), getattr(split, f))
+        assert (whole.bias, whole.size, whole.confidence, whole.value) == (
+            split.bias,
+            split.size,
+            split.confidence,
+            split.value,
+        )
+
+
+def test_a_team_saved_before_the_split_runs_structure_whole(
+    saved: tuple[AgentSet, Path], tmp_path: Path
+) -> None:
+    d = tmp_path / "team"
+    shutil.copytree(saved[1], d)
+    meta_path = d / "structure" / META_FILE
+    meta = json.loads(meta_path.read_text())
+    del meta["split_entries"]
+    meta_path.write_text(json.dumps(meta))
+    old = AgentSet.load(d)
+    assert not old.split_structure
+    with pytest.raises(RuntimeError, match="runs structure whole"):
+        old.structure_encode(case(0)["structure"])
+    c = case(1)
+    assert np.array_equal(
+        old.structure(c["structure"], c["s_msgs"], np.array([True])).action_probs,
+        AgentSet.load(saved[1]).structure(c["structure"], c["s_msgs"], np.array([True])).action_probs,
+    )

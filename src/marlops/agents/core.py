@@ -71,8 +71,11 @@ class EngineConfig:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One agent call. ``agent``: regime | structure | tactical | risk_encode | risk_q; ``inputs`` in the
-    order of the AgentSet method (batch 1, no batch axis).
+    """One agent call. ``agent``: regime | structure_encode | structure | tactical | risk_encode | risk_q;
+    ``inputs`` in the order of the AgentSet method (batch 1, no batch axis).
+
+    ``structure_encode`` is optional: a driver that runs structure whole answers None (no fault); one that
+    runs it split may start it while regime runs and finish with the ``structure`` call's ``encoding``.
 
     ``risk_encode`` carries ``portfolio`` and every ``proposals`` row tactical could make, so a driver
     may score them all with the same call; the ``risk_q`` that follows names the row it wants
@@ -84,6 +87,7 @@ class Call:
     portfolio: np.ndarray | None = None
     proposals: np.ndarray | None = None
     choice: int = -1
+    encoding: Any = None
 
 
 @dataclass(slots=True)
@@ -208,15 +212,15 @@ class DecisionCore:
         lat: dict[str, float] = {}
         st.slow_mats = {"structure": mats["structure"], "regime": mats["regime"]}
         st.slow_ts = ts
-        need = Need((Call("regime", (mats["regime"],)),), lat)
-        (reg,) = yield need
+        need = Need((Call("regime", (mats["regime"],)), Call("structure_encode", (mats["structure"],))), lat)
+        reg, encoding = yield need
         faults += need.faults[0]
         if reg is not None and finite(reg.probs, reg.volatility, reg.message):
             st.hub.publish(Message("regime", ts, versions().get("regime", "?"), reg, reg.message))
         elif reg is not None:
             faults.append("regime:nan")
         msgs, mask = st.hub.inbox("structure", ts)
-        need = Need((Call("structure", (mats["structure"], msgs, mask)),), lat)
+        need = Need((Call("structure", (mats["structure"], msgs, mask), encoding=encoding),), lat)
         (so,) = yield need
         faults += need.faults[0]
         if so is not None and finite(so.action_probs, so.bias, so.size, so.confidence, so.message):

@@ -124,8 +124,9 @@ class DecisionEngine:
         audit: AuditLog | None = None,
         parallel: bool = True,
     ) -> None:
-        """``parallel``: at a bar close, run the risk agent (its encoding and its verdict on every proposal
-        tactical could make) on a worker thread while tactical runs; the decisions are the same."""
+        """``parallel``: on a worker thread, run the risk agent (its encoding and its verdict on every
+        proposal tactical could make) while tactical runs, and structure's encoding while regime runs
+        (agents that run structure split); the decisions are the same."""
         self.agents = agents
         self.core = DecisionCore(limits, consensus, config)
         self.limits, self.config = self.core.limits, self.core.config
@@ -137,6 +138,7 @@ class DecisionEngine:
         self.listeners: list[Callable[[TradeDecision], None]] = []
         self._budget = self.config.agent_budget_us
         self._pool = _worker() if parallel else None
+        self._split = bool(getattr(agents, "split_structure", False))
         self._calls = {c: (getattr(agents, m), label) for c, (m, label) in _METHODS.items()}
         # one read-only mapping shared by every decision (copying it per tick is measurable)
         versions: Mapping[str, str] = MappingProxyType(dict(agents.versions))
@@ -180,7 +182,9 @@ class DecisionEngine:
             need = next(step)
             while True:
                 calls = need.calls
-                if self._pool is not None and len(calls) == 2 and calls[1].agent == "risk_encode":
+                if len(calls) == 2 and calls[1].agent == "structure_encode":
+                    results = self._regime_and_encoding(*calls)
+                elif self._pool is not None and len(calls) == 2 and calls[1].agent == "risk_encode":
                     # tactical here, the risk agent (encoding, then every proposal) on the worker
                     job = self._pool.submit(self._score, calls[1])
                     results = [self._call(calls[0])]
@@ -192,18 +196,38 @@ class DecisionEngine:
                     results = [self._call(c) for c in calls]
                 outs = []
                 for i, (out, label, us, faults) in enumerate(results):
-                    need.latency_us[label] = us
+                    if label:
+                        need.latency_us[label] = us
                     need.faults[i].extend(faults)
                     outs.append(out)
                 need = step.send(tuple(outs))
         except StopIteration as done:
             return done.value
 
+    def _regime_and_encoding(self, regime: Call, encode: Call) -> list[_Result]:
+        """Regime here and structure's encoding on the worker, when the agents run structure split."""
+        if self._pool is None or not self._split:
+            return [self._call(regime), (None, "", 0.0, [])]
+        job = self._pool.submit(self._encode, encode)
+        return [self._call(regime), job.result()]
+
+    def _encode(self, call: Call) -> _Result:
+        t = time.perf_counter_ns()
+        try:
+            h = self.agents.structure_encode(*call.inputs)  # type: ignore[attr-defined]
+        except Exception:  # the whole structure call then runs, and reports its own failure
+            return None, "", 0.0, []
+        return (h, (time.perf_counter_ns() - t) / 1e3), "", 0.0, []
+
     def _call(self, call: Call) -> _Result:
         """(output or None, latency label, µs, faults): an error or a late answer is a fault."""
         fn, label = self._calls[call.agent]
         faults: list[str] = []
         t = time.perf_counter_ns()
+        if call.encoding is not None:  # structure's head on its encoding: the agent's time is both parts
+            fn, (h, encode_us) = self.agents.structure_head, call.encoding  # type: ignore[attr-defined]
+            t -= int(encode_us * 1e3)
+            call = Call(call.agent, (h, *call.inputs[1:]))
         try:
             out = fn(*call.inputs)
         except Exception as err:  # an unavailable agent must not stop the engine: fail closed instead

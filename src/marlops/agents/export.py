@@ -31,7 +31,7 @@ import json
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from marlops.agents.networks import (
     RegimeNet,
     RiskNet,
     StructureNet,
+    StructureOut,
     TacticalNet,
     build_network,
 )
@@ -55,7 +56,8 @@ from marlops.market.matrices import REGIME, STRUCTURE, TACTICAL
 SERVING_FORMAT = "onnx"
 # Bumped when a serving graph's semantics change without a weight or spec change (part of the export
 # cache key, so no stale graph is reused). 2: structure's bias is the mode level, not the expectation.
-SERVING_GRAPH_REVISION = 2
+# 3: structure is also saved split in two (``split_entries``).
+SERVING_GRAPH_REVISION = 3
 WEIGHTS_FILE = "weights.pt"
 SPEC_FILE = "spec.yaml"
 META_FILE = "meta.json"
@@ -93,9 +95,29 @@ class StructureServing(nn.Module):
         )
 
     def forward(self, x: Tensor, msgs: Tensor, mask: Tensor) -> tuple[Tensor, ...]:
-        o = self.net(x, msgs, mask)
+        return self.outputs(self.net(x, msgs, mask))
+
+    def outputs(self, o: StructureOut) -> tuple[Tensor, ...]:
         probs = torch.softmax(o.logits, dim=-1)
         return probs, self.levels[probs.argmax(dim=-1)], o.size, o.confidence, o.value, o.message
+
+
+class StructureEncodeServing(nn.Module):
+    """x → h: structure's own state, which needs no message (so it can run while regime does)."""
+
+    def __init__(self, net: StructureNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net.encode(x)
+
+
+class StructureHeadServing(StructureServing):
+    """(h, msgs, mask) → structure's outputs: ``StructureServing`` is exactly this after the encoding."""
+
+    def forward(self, h: Tensor, msgs: Tensor, mask: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        return self.outputs(self.net.head(h, msgs, mask))
 
 
 class TacticalServing(nn.Module):
@@ -190,6 +212,29 @@ def serving_entries(net: AgentNet) -> list[Entry]:
     else:
         raise TypeError(f"not an agent network: {type(net).__name__}")
     return [Entry(n, mod.eval(), tuple(ins), outs) for n, mod, ins, outs in mods]
+
+
+def split_entries(net: AgentNet) -> list[Entry]:
+    """Graphs that split an agent's serving graph where a part needs no message: structure's encoding
+    and its head, for a runtime that runs the encoding while regime runs (the outputs are the same)."""
+    if not isinstance(net, StructureNet):
+        return []
+    f32: type = np.float32
+    h: Input = ("h", (1, net.spec.architecture.lstm_hidden), f32)
+    msgs: list[Input] = [
+        ("msgs", (1, net.n_senders, MESSAGE_DIM), f32),
+        ("mask", (1, net.n_senders), np.bool_),
+    ]
+    outs = ("probs", "bias", "size", "confidence", "value", "message")
+    return [
+        Entry(
+            "structure_encode",
+            StructureEncodeServing(net).eval(),
+            (("x", (1, *STRUCTURE.shape), f32),),
+            ("h",),
+        ),
+        Entry("structure_head", StructureHeadServing(net).eval(), (h, *msgs), outs),
+    ]
 
 
 def eager_outputs(entry: Entry, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -306,6 +351,19 @@ def net_version(net: AgentNet) -> str:
     return version_id(net.spec, net.state_dict())
 
 
+def _save_entry(entry: Entry, out: Path) -> dict[str, Any]:
+    model, exporter = _export(entry)
+    parity = check_parity(entry, ort_session(model))
+    (out / f"{entry.name}.onnx").write_bytes(model)
+    return {
+        "file": f"{entry.name}.onnx",
+        "exporter": exporter,
+        "parity_max_abs_diff": parity,
+        "inputs": {n: {"shape": list(s), "dtype": np.dtype(d).name} for n, s, d in entry.inputs},
+        "outputs": list(entry.outputs),
+    }
+
+
 @dataclass
 class LoadedAgent:
     agent: str
@@ -314,6 +372,7 @@ class LoadedAgent:
     version: str
     directory: Path
     onnx_files: dict[str, Path]  # entry name -> file
+    split_files: dict[str, Path] = field(default_factory=dict)  # split_entries' graphs (teams saved since 3)
 
 
 def save_agent(net: AgentNet, spec: AgentSpec | None = None, directory: str | Path = ".") -> str:
@@ -330,18 +389,8 @@ def save_agent(net: AgentNet, spec: AgentSpec | None = None, directory: str | Pa
         version = version_id(spec, state)
         torch.save(state, out / WEIGHTS_FILE)
         (out / SPEC_FILE).write_text(yaml.safe_dump(spec_to_dict(spec), sort_keys=False))
-        entries = {}
-        for entry in serving_entries(net):
-            model, exporter = _export(entry)
-            parity = check_parity(entry, ort_session(model))
-            (out / f"{entry.name}.onnx").write_bytes(model)
-            entries[entry.name] = {
-                "file": f"{entry.name}.onnx",
-                "exporter": exporter,
-                "parity_max_abs_diff": parity,
-                "inputs": {n: {"shape": list(s), "dtype": np.dtype(d).name} for n, s, d in entry.inputs},
-                "outputs": list(entry.outputs),
-            }
+        entries = {e.name: _save_entry(e, out) for e in serving_entries(net)}
+        split = {e.name: _save_entry(e, out) for e in split_entries(net)}
     finally:
         net.train(was_training)
     meta = {
@@ -349,6 +398,7 @@ def save_agent(net: AgentNet, spec: AgentSpec | None = None, directory: str | Pa
         "version": version,
         "serving_format": SERVING_FORMAT,
         "entries": entries,
+        **({"split_entries": split} if split else {}),
         "weights": WEIGHTS_FILE,
         "spec": SPEC_FILE,
         "torch": torch.__version__,
@@ -380,4 +430,7 @@ def load_agent(directory: str | Path) -> LoadedAgent:
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{d}: serving graphs missing: {missing}")
-    return LoadedAgent(agent, spec, net.eval(), version, d, files)
+    split = {name: d / e["file"] for name, e in meta.get("split_entries", {}).items()}
+    if not all(p.is_file() for p in split.values()):
+        split = {}  # optional: the runtime then runs the whole graph
+    return LoadedAgent(agent, spec, net.eval(), version, d, files, split)

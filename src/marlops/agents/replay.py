@@ -35,6 +35,7 @@ def replay_ticks(
     engine_config: EngineConfig | None = None,
     progress: Callable[[int], None] | None = None,
     chunk: int = 20_000,
+    parallel: bool = True,
 ) -> ReplayResult:
     fc = feed_config or FeedConfig()
     bus = EventBus()
@@ -47,6 +48,7 @@ def replay_ticks(
         engine_config
         or EngineConfig(base_timeframe_ns=fc.base_timeframe_ns, higher_timeframe_ns=fc.higher_timeframe_ns),
         audit=audit,
+        parallel=parallel,
     ).attach(bus)
     feed.on_frame(ticks, progress, chunk)
     last = float(ticks["price"].iloc[-1]) if len(ticks) else float("nan")

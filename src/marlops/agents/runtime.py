@@ -46,6 +46,7 @@ from marlops.agents.export import (
     ort_session,
     save_agent,
     serving_entries,
+    split_entries,
 )
 from marlops.agents.networks import AgentNet, StructureNet, TacticalNet, build_network
 from marlops.agents.specs import AgentSpec, load_specs
@@ -161,6 +162,9 @@ class AgentSet:
         self._t = runners["tactical"]
         self._re = runners["risk_encode"]
         self._rq = runners["risk_q"]
+        self._se, self._sh = runners.get("structure_encode"), runners.get("structure_head")
+        # structure's encoding needs no message: a caller may run it while regime runs (engine.py)
+        self.split_structure = self._se is not None and self._sh is not None
 
     # ---------------------------------------------------------------------------------- construction
 
@@ -172,10 +176,12 @@ class AgentSet:
         threads: int | None = 1,
         onnx_files: dict[str, Path] | None = None,
         versions: dict[str, str] | None = None,
+        split_files: dict[str, Path] | None = None,
     ) -> AgentSet:
         """Wrap networks. ``onnx`` exports them in memory unless ``onnx_files`` (entry -> file) are given;
         ``eager`` runs the modules themselves, so later weight updates are seen (``versions`` are not
-        recomputed: call :meth:`refresh_versions`). Networks are put in eval mode."""
+        recomputed: call :meth:`refresh_versions`). Networks are put in eval mode. Structure runs split
+        (:func:`~marlops.agents.export.split_entries`) with ``eager``, or with ``split_files`` given."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
         missing = [a for a in AGENTS if a not in networks]
@@ -197,6 +203,13 @@ class AgentSet:
                     session = ort_session(export_onnx(entry), threads or 1)
                     check_parity(entry, session)
                 runners[entry.name] = _OrtRunner(entry, session)
+            for entry in split_entries(net):
+                if backend == "eager":
+                    runners[entry.name] = _EagerRunner(entry)
+                elif split_files and entry.name in split_files:
+                    runners[entry.name] = _OrtRunner(
+                        entry, ort_session(split_files[entry.name], threads or 1)
+                    )
         vers = versions or {name: net_version(networks[name]) for name in AGENTS}
         return cls(networks, vers, runners, backend)
 
@@ -249,14 +262,16 @@ class AgentSet:
         d = Path(directory)
         loaded = {name: load_agent(d / name) for name in AGENTS}
         files = {entry: p for a in loaded.values() for entry, p in a.onnx_files.items()}
-        if precision == "int8":
-            files = team_int8_files(d, {name: a.version for name, a in loaded.items()})
+        split = {entry: p for a in loaded.values() for entry, p in a.split_files.items()}
+        if precision == "int8":  # the split graphs are fp32: int8 runs structure whole
+            files, split = team_int8_files(d, {name: a.version for name, a in loaded.items()}), {}
         return cls.from_networks(
             {name: a.net for name, a in loaded.items()},
             backend,
             threads,
             onnx_files=files if backend == "onnx" else None,
             versions={name: a.version for name, a in loaded.items()},
+            split_files=split if backend == "onnx" else None,
         )
 
     def save(self, directory: str | Path) -> None:
@@ -283,6 +298,23 @@ class AgentSet:
         _put(m, msgs, "msgs")
         _put(k, mask, "mask")
         return StructureOutput.from_outputs(self._s.run_named())
+
+    def structure_encode(self, structure_m: np.ndarray) -> np.ndarray:
+        """Structure's own state (no message needed); :meth:`structure_head` finishes the call."""
+        if self._se is None:
+            raise RuntimeError("this AgentSet runs structure whole (no split graphs)")
+        _put(self._se.inputs[0], structure_m, "structure_m")
+        return self._se.run()[0][0].copy()
+
+    def structure_head(self, h: np.ndarray, msgs: np.ndarray, mask: np.ndarray) -> StructureOutput:
+        """Exactly :meth:`structure` of the matrix that :meth:`structure_encode` encoded to ``h``."""
+        if self._sh is None:
+            raise RuntimeError("this AgentSet runs structure whole (no split graphs)")
+        e, m, k = self._sh.inputs
+        _put(e, h, "h")
+        _put(m, msgs, "msgs")
+        _put(k, mask, "mask")
+        return StructureOutput.from_outputs(self._sh.run_named())
 
     def tactical(self, tactical_m: np.ndarray, msgs: np.ndarray, mask: np.ndarray) -> TacticalOutput:
         x, m, k = self._t.inputs

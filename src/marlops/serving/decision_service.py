@@ -203,6 +203,8 @@ class DecisionService:
         """(decoded output or None, µs, latency key); a failure's reason goes to ``need.faults[i]``."""
         if call.agent == "risk_q" and "q" in scored:  # scored with the encoding: no second call
             return RiskOutput.from_outputs(scored, call.choice), 0.0, ""
+        if call.agent == "structure_encode":  # the structure server runs its graph whole
+            return None, 0.0, ""
         agent = "risk" if call.agent.startswith("risk") else call.agent
         t = time.perf_counter_ns()
         endpoints = ENDPOINT_OVERRIDES.get() or self.agents
