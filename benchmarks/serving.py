@@ -16,7 +16,12 @@ decision stream (ticks, 5-minute and 30-minute closes, in order) through each pa
   (regime → structure → tactical → risk encode → risk Q), no caching. Its timing leaves out the
   decision logic, so it is a lower bound on a naive transformer;
 - ``floor``: the same client and bodies against a KServe model that returns its input: what one HTTP
-  round trip through KServe costs here, whatever the model does.
+  round trip through KServe costs here, whatever the model does (the "hop");
+- ``in-process``: the decision server's own code (``DecisionService`` over collocated agents) called in
+  this process, no HTTP: what the servers cost without any hop.
+
+Goals (issue 18), checked at the end: a 30-minute decision's HTTP p99 within the in-process p99 plus
+3 hop p99s with the agents on their own servers, plus 1 hop p99 with them collocated.
 
 Latency is the client's wall time per request over HTTP (V1 JSON to the decision server; the agent calls
 behind it are inside that time), and over gRPC for the best path. The first days warm the context up and
@@ -211,6 +216,26 @@ def run_echo(url: str, bodies: list[bytes], clocks: list[str], start: int) -> di
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+def run_inprocess(team: Path, bodies: list[bytes], clocks: list[str], start: int) -> dict[str, np.ndarray]:
+    """The decision server's code without HTTP: DecisionService over the agents in this process."""
+    from marlops.serving.clients import LocalEndpoint
+    from marlops.serving.decision_request import parse_request
+    from marlops.serving.decision_service import DecisionService
+
+    svc = DecisionService({a: LocalEndpoint(a, str(team)) for a in AGENTS})
+
+    async def go() -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {c: [] for c in CLOCKS}
+        for i, body in enumerate(bodies):
+            t = time.perf_counter()
+            await svc.decide(parse_request(orjson.loads(body), svc.clocks))
+            if i >= start:
+                out[clocks[i]].append((time.perf_counter() - t) * 1e3)
+        return out
+
+    return {k: np.asarray(v) for k, v in asyncio.run(go()).items()}
+
+
 def pct(x: np.ndarray, q: float) -> float:
     return float(np.percentile(x, q)) if len(x) else float("nan")
 
@@ -254,10 +279,10 @@ def main(argv: list[str] | None = None) -> None:
             "transformer, risk collocated": extra[0].url,
             "transformer, all collocated": extra[1].url,
         }
+        hop_name, inproc_name = "floor: KServe model returning its input (HTTP)", "in-process (no HTTP)"
         rows: dict[str, dict[str, np.ndarray]] = {
-            "floor: KServe model returning its input (HTTP)": run_echo(
-                extra[2].url, encode(reqs, "echo"), clocks, start
-            )
+            hop_name: run_echo(extra[2].url, encode(reqs, "echo"), clocks, start),
+            inproc_name: run_inprocess(team, encode(reqs, "inproc"), clocks, start),
         }
         for i, (name, url) in enumerate(paths.items()):
             rows[name + " (HTTP)"] = run_http(url, encode(reqs, f"bench-{i}"), clocks, start)
@@ -287,6 +312,16 @@ def main(argv: list[str] | None = None) -> None:
                 for c in CLOCKS
             )
             print(f"  {name}: {cells}")
+
+        inproc, hop = pct(rows[inproc_name]["30m"], 99), pct(rows[hop_name]["30m"], 99)
+        print(f"\n30m goals: in-process p99 {inproc:.2f} ms, hop p99 {hop:.2f} ms")
+        for name, hops in (
+            ("transformer, gRPC to agents (HTTP)", 3),
+            ("transformer, all collocated (HTTP)", 1),
+        ):
+            got, limit = pct(rows[name]["30m"], 99), inproc + hops * hop
+            verdict = "met" if got <= limit else "missed"
+            print(f"  {name}: p99 {got:.2f} ms vs in-process + {hops} hop = {limit:.2f} ms: {verdict}")
 
         measured = list(range(start, len(reqs)))
         first30 = next(i for i in measured if clocks[i] == "30m")
