@@ -4,7 +4,7 @@
 
 Scores every policy on the same seeded episodes (episode j reset with seed 10_000 + j): uniform
 random play, the greedy landmark-assignment heuristic (velocity-aware, and the literal position-only
-variant for reference), then trains MAPPO with the default budget (``marlops.training.mpe``:
+variant for reference), then trains MAPPO with the default budget (``benchmarks.mpe_harness``:
 ``SPREAD_CONFIG``, ``SPREAD_ENVS`` envs over ``SPREAD_WORKERS`` worker processes) and scores its actor,
 greedy (argmax, the primary figure) and sampled. Prints the learning curve, the wall time and a table.
 Figure: mean per-agent episode return (mean over agents of the 25-step reward sum), ± standard error.
@@ -20,7 +20,7 @@ from functools import partial
 
 import torch
 
-from marlops.training.mpe import (
+from benchmarks.mpe_harness import (
     SPREAD_CONFIG,
     SPREAD_ENVS,
     EvalResult,

@@ -24,6 +24,7 @@ from marlops.deploy.posture import check_objects, count_pods, pod_specs
 from marlops.deploy.render import Rendered, RenderError, helm_template
 from marlops.deploy.schemas import load_crds, validate_objects
 from marlops.deploy.tools import INTEGRITY, ToolsUnavailable, _check_integrity, ensure_tools
+from marlops.monitoring.config import DriftConfig
 from marlops.secret_files import LIBRARY_SECRETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -618,9 +619,8 @@ def test_prometheus_rule_is_monitoring_alerts(chart_renders):
 
 
 def test_drift_config_in_values_is_a_valid_drift_config(chart_renders):
-    config = pytest.importorskip("marlops.monitoring.config", reason="the drift config model (issue 7)")
     cm = chart_renders["chart graph-monitoring"].get("ConfigMap", "marlops-drift")
-    config.DriftConfig.model_validate(yaml.safe_load(cm["data"]["drift.yaml"]))
+    DriftConfig.model_validate(yaml.safe_load(cm["data"]["drift.yaml"]))
 
 
 # ---------------------------------------------------------------------------------- RBAC, networking

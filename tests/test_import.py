@@ -21,7 +21,7 @@ from marlops.market.bulk import BulkBars, higher_bars
 from marlops.market.dataset import aggregate_bars, stream_ticks
 from marlops.market.feed import FeedConfig, features_from_bars
 from marlops.market.importer import ImportOptions, import_bars, import_ticks
-from marlops.market.io import ColumnMap, DataFileError, read_bars, read_ticks
+from marlops.market.readers import ColumnMap, DataFileError, read_bars, read_ticks
 from marlops.market.synthetic import generate_market
 from marlops.market.warmup import (
     HIGHER_BARS_TO_READY,

@@ -13,16 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from marlops.market.bars import BAR_COLUMNS
-from marlops.market.io import (
-    BAR_DTYPES,
-    TICK_DTYPES,
-    ColumnMap,
-    DataFileError,
-    read_bars,
-    read_frame,
-    read_ticks,
-    write_frame,
-)
+from marlops.market.frame_store import BAR_DTYPES, TICK_DTYPES, read_frame, write_frame
+from marlops.market.readers import ColumnMap, DataFileError, read_bars, read_ticks
 
 S = 1_000_000_000
 HOUR = 3600 * S
@@ -423,7 +415,7 @@ def test_gzip_csv(tmp_path: Path) -> None:
 def test_out_of_order_ticks_sorted_stably(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rows = [(T0 + 2, 1.0), (T0, 2.0), (T0 + 1, 3.0), (T0, 4.0), (T0 + 3, 5.0), (T0 + 3, 6.0)]
     path = _write(tmp_path / "t.csv", "ts,price,size\n" + "".join(f"{t},{p},1\n" for t, p in rows))
-    with caplog.at_level(logging.INFO, logger="marlops.market.io"):
+    with caplog.at_level(logging.INFO, logger="marlops.market.readers"):
         df = read_ticks(path)
     assert df["ts"].tolist() == [t * S for t in (T0, T0, T0 + 1, T0 + 2, T0 + 3, T0 + 3)]
     assert df["price"].tolist() == [2.0, 4.0, 3.0, 1.0, 5.0, 6.0]  # equal timestamps keep file order

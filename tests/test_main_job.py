@@ -48,7 +48,14 @@ def test_main_job_end_to_end_then_rerun(workdir: Path) -> None:
     requests = list((workdir / "requests").glob("requests-*.jsonl"))
     assert requests and sum(len(p.read_text().splitlines()) for p in requests) == len(decisions)
     summary = json.loads((workdir / "drift" / "summary.json").read_text())
-    assert summary["verdict"] in ("drift", "no drift") and isinstance(summary["drift"], bool)
+    # the drift job writes "no drift", or "drift: datasets a, b; key columns c" naming what drifted
+    verdict, drifted = summary["verdict"], summary["drift"]
+    assert isinstance(drifted, bool)
+    named = [*summary["drifted_datasets"], *summary["drifted_key_columns"]]
+    if drifted:
+        assert verdict.startswith("drift: ") and named and all(n in verdict for n in named), summary
+    else:
+        assert verdict == "no drift" and not named, summary
     assert (workdir / "drift" / "index.html").exists()
     report = next(workdir.glob("kfp/marlops-training-*/evaluate/evaluation/report.html"))
     assert report.stat().st_size > 10_000

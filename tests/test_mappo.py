@@ -334,7 +334,7 @@ def test_same_seed_same_run_other_seed_other_run() -> None:
 
 def test_mpe_adapter_state_and_auto_reset() -> None:
     pytest.importorskip("mpe2")
-    from marlops.training.mpe import MPEVecEnv, greedy_assignment
+    from benchmarks.mpe_harness import MPEVecEnv, greedy_assignment
 
     env = MPEVecEnv(n_envs=2, max_cycles=3)
     first = env.reset(seed=0)
@@ -353,7 +353,7 @@ def test_mpe_adapter_steps_exactly_like_parallel_env() -> None:
     """The adapter drives mpe2's raw_env through its AEC API: the same observations, rewards and
     truncations, step for step and across auto-resets, as the public parallel_env."""
     pytest.importorskip("mpe2")
-    from marlops.training.mpe import MPEVecEnv, make_env
+    from benchmarks.mpe_harness import MPEVecEnv, make_env
 
     env = MPEVecEnv(n_envs=3)
     env.reset(seed=5)
@@ -378,7 +378,7 @@ def test_mpe_adapter_steps_exactly_like_parallel_env() -> None:
 
 def test_mpe_adapter_time_state_makes_the_time_limit_terminal() -> None:
     pytest.importorskip("mpe2")
-    from marlops.training.mpe import MPEVecEnv
+    from benchmarks.mpe_harness import MPEVecEnv
 
     env = MPEVecEnv(n_envs=2, max_cycles=3, time_state=True)
     first = env.reset(seed=0)
@@ -396,7 +396,7 @@ def test_mappo_beats_greedy_heuristic_on_simple_spread() -> None:
     """The algorithm check: the default budget on simple_spread_v3 (N=3) beats the greedy heuristic,
     all policies scored on the same 500 seeded episodes."""
     pytest.importorskip("mpe2")
-    from marlops.training.mpe import RandomPolicy, evaluate, greedy_landmark_policy, train_spread
+    from benchmarks.mpe_harness import RandomPolicy, evaluate, greedy_landmark_policy, train_spread
 
     heuristic = evaluate(greedy_landmark_policy, episodes=500)
     random = evaluate(RandomPolicy(0), episodes=500)

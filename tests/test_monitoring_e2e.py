@@ -9,10 +9,10 @@ The pipeline runs the tiny budget (as tests/test_pipeline.py); the embedded stor
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +29,6 @@ from marlops.monitoring.scenarios import RegimeShift, scenario_frames, write_req
 from marlops.monitoring.signing import sign
 
 SECRET = "e2e-secret-" + "x" * 24
-TINY = dict(days=10, seed=3, budget="ci", eval_seeds="101", eval_days=8, fit_seeds="1")
 
 
 def _free_port() -> int:
@@ -43,32 +42,20 @@ def _alert(alert_id: str) -> DriftAlert:
 
 
 @pytest.fixture
-def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MARLOPS_MLFLOW_DIR", str(tmp_path / "mlflow"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("MARLOPS_CACHE", os.environ.get("MARLOPS_CACHE", str(tmp_path / "cache")))
+def platform(platform: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared embedded platform (conftest.py) with the webhook secret set and no webhook URLs."""
     monkeypatch.setenv("MARLOPS_WEBHOOK_SECRET", SECRET)
     monkeypatch.delenv("MARLOPS_WEBHOOK_URLS", raising=False)
-    return tmp_path
+    return platform
 
 
-def _params(root: Path, **kw: object) -> dict:
-    return {
-        **TINY,
-        "feast_dir": str(root / "feast"),
-        "work_dir": str(root / "work"),
-        "state_dir": str(root / "serving"),
-        **kw,
-    }
-
-
-def test_shift_alerts_and_retrains_a_challenger(platform: Path) -> None:
+def test_shift_alerts_and_retrains_a_challenger(platform: Path, pipeline_params: Callable[..., dict]) -> None:
     from marlops.pipeline.submit import list_runs, run_local
     from marlops.registry import list_models, resolve_tracking
 
     root = platform
     # a champion is serving (the training pipeline, as the main job runs it)
-    first = run_local("training", _params(root), root / "kfp")
+    first = run_local("training", pipeline_params(), root / "kfp")
     assert first.state == "SUCCEEDED" and first.outputs["promoted"] is True
     champion = first.outputs["team"]
 
@@ -83,8 +70,8 @@ def test_shift_alerts_and_retrains_a_challenger(platform: Path) -> None:
     # its gate cannot be passed, so the new team stays a challenger
     trigger = _retraining_trigger(
         None,
-        _params(
-            root, seed=4, train_seed=5, gate=json.dumps({"min_sharpe_gain": 1e9}), pipeline_root=root / "kfp"
+        pipeline_params(
+            seed=4, train_seed=5, gate=json.dumps({"min_sharpe_gain": 1e9}), pipeline_root=root / "kfp"
         ),
     )
     settings = ReceiverSettings(secret=SecretStr(SECRET), state_dir=root / "webhook", cooldown_s=3600)

@@ -5,7 +5,7 @@ again (idempotent), then the retraining pipeline behind a gate its challenger ca
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -190,29 +190,9 @@ def test_pin_model_uris_appends_a_missing_flag() -> None:
 # ------------------------------------------------------------------------------- the pipelines, run
 
 
-TINY = dict(days=10, seed=3, budget="ci", eval_seeds="101", eval_days=8, fit_seeds="1")
-
-
-@pytest.fixture
-def platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Embedded stores in a temporary folder (the tasks are subprocesses: they inherit the environment)."""
-    monkeypatch.setenv("MARLOPS_MLFLOW_DIR", str(tmp_path / "mlflow"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("MARLOPS_CACHE", os.environ.get("MARLOPS_CACHE", str(tmp_path / "cache")))
-    return tmp_path
-
-
-def _params(root: Path, **kw: object) -> dict:
-    return {
-        **TINY,
-        "feast_dir": str(root / "feast"),
-        "work_dir": str(root / "work"),
-        "state_dir": str(root / "serving"),
-        **kw,
-    }
-
-
-def test_training_then_rerun_then_gated_retraining(platform: Path) -> None:
+def test_training_then_rerun_then_gated_retraining(
+    platform: Path, pipeline_params: Callable[..., dict]
+) -> None:
     from mlflow import MlflowClient
 
     from marlops.registry import list_models, resolve_tracking
@@ -222,7 +202,7 @@ def test_training_then_rerun_then_gated_retraining(platform: Path) -> None:
     # refuses a team that never trades (tests/test_registry.py). Here the pipeline's mechanics are tested,
     # so its first champion is let through that rule (and only that one).
     first_gate = json.dumps({"require_trades": False})
-    first = run_local("training", _params(root, gate=first_gate), root / "kfp")
+    first = run_local("training", pipeline_params(gate=first_gate), root / "kfp")
     assert first.state == "SUCCEEDED" and first.outputs["promoted"] is True
     team = first.outputs["team"]
     assert team.startswith("team-")
@@ -263,7 +243,7 @@ def test_training_then_rerun_then_gated_retraining(platform: Path) -> None:
     assert "mlflow.source.git.commit" in tags
 
     # a rerun is safe: same team, nothing registered twice, nothing promoted, same manifests
-    again = run_local("training", _params(root, gate=first_gate), root / "kfp")
+    again = run_local("training", pipeline_params(gate=first_gate), root / "kfp")
     assert again.outputs == {**again.outputs, "team": team, "promoted": False}
     assert "already the champion" in again.outputs["message"] or "no challenger" in again.outputs["message"]
     assert len(list_models(cfg).rows) == 4
@@ -272,7 +252,9 @@ def test_training_then_rerun_then_gated_retraining(platform: Path) -> None:
     # retraining on another market behind a gate no challenger can pass: registered, not promoted
     retrain = run_local(
         "retraining",
-        _params(root, seed=4, train_seed=5, alert_id="drift-123", gate=json.dumps({"min_sharpe_gain": 1e9})),
+        pipeline_params(
+            seed=4, train_seed=5, alert_id="drift-123", gate=json.dumps({"min_sharpe_gain": 1e9})
+        ),
         root / "kfp",
     )
     assert retrain.outputs["promoted"] is False and retrain.outputs["team"] != team

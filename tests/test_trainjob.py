@@ -429,7 +429,7 @@ def test_the_step_creates_a_trainjob_watches_it_and_hands_the_run_on(
     model = tmp_path / "model"
     assert (model / "agents" / "agents.json").exists() and (model / "critic.pt").exists()
     assert json.loads((model / "summary.json").read_text())["config"] == p.config
-    assert (t.updates, t.env_steps, t.run_dir, t.work_dir) == (7, 700, model, p.run_dir)
+    assert (t.updates, t.env_steps, t.out, t.run_dir) == (7, 700, model, p.run_dir)
     out = capsys.readouterr().out
     for line in ("created", "Created", "Running", "Complete"):
         assert line in out

@@ -26,7 +26,7 @@ from marlops.market.bars import parse_timeframe
 from marlops.market.charts import plot_market
 from marlops.market.dataset import MarketDataset, dataset_from_ticks, dataset_summary
 from marlops.market.feed import FeedConfig
-from marlops.market.io import ColumnMap, DataFileError, read_ticks
+from marlops.market.readers import ColumnMap, DataFileError, read_ticks
 from marlops.market.synthetic import generate_market
 from marlops.monitoring.commands import drift_cmd, webhook_app  # cheap: heavy imports run inside
 from marlops.serving.commands import serve_app

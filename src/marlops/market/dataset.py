@@ -28,7 +28,7 @@ import pandas as pd
 from marlops.market.bars import BarAggregator, bars_to_frame, frame_to_bars
 from marlops.market.features import REGIME_COLUMNS, STRUCTURE_COLUMNS, TACTICAL_COLUMNS
 from marlops.market.feed import FeatureSet, FeedConfig, MarketFeed, features_from_bars
-from marlops.market.io import read_frame, write_frame
+from marlops.market.frame_store import read_frame, write_frame
 from marlops.market.synthetic import REGIMES
 
 Progress = Callable[[int], None]  # called with the number of ticks just processed

@@ -1,7 +1,7 @@
 """`marlops data import`: a user's tick or bar file → a dataset folder, keeping going past bad rows.
 
 Ticks go through the bulk path (:mod:`marlops.market.bulk`), chunk by chunk, so memory stays flat:
-each chunk's rows are checked (io.py), ordered like the live validator and bar builder would order
+each chunk's rows are checked (readers.py), ordered like the live validator and bar builder would order
 them, aggregated into base bars, and the accepted ticks appended to ``ticks.parquet``. Bars are read
 whole (a bar file is small). Every rejected row is counted by reason in meta.json and, with
 ``rejects``, written to a CSV with its row number and raw fields; ``strict`` stops at the first.
@@ -20,17 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from marlops.market.bulk import OK, REASONS, BulkBars, higher_bars
+from marlops.market.data_files import DataFileError
 from marlops.market.dataset import MarketDataset, fill_gaps, write_dataset
 from marlops.market.feed import FeedConfig
-from marlops.market.io import (
-    CHUNK_BYTES,
-    TICK_DTYPES,
-    ColumnMap,
-    DataFileError,
-    TickChunk,
-    read_bars,
-    scan_ticks,
-)
+from marlops.market.file_chunks import CHUNK_BYTES
+from marlops.market.frame_store import TICK_DTYPES
+from marlops.market.readers import ColumnMap, TickChunk, read_bars, scan_ticks
 from marlops.market.rejects import RejectLog, join_fields
 from marlops.market.warmup import check_warm
 

@@ -12,16 +12,15 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marlops.pipeline import kube, trainjob
 from marlops.pipeline.images import IMAGE
-from marlops.pipeline.steps import (
-    Trained,
-    copy_run_files,
-    resolve_run,
-)
+from marlops.pipeline.steps import copy_run_files, resolve_run
 from marlops.training.command import TrainArgs
+
+if TYPE_CHECKING:
+    from marlops.training.market import TrainSummary
 
 LAUNCH_MODES = ("auto", "local", "trainjob", "pytorchjob")
 DEFAULT_TIMEOUT_S = 24 * 3600
@@ -124,7 +123,7 @@ def train_on_cluster(
     api_client: Any = None,
     env: dict[str, str] | None = None,
     training_data: str = "feast",
-) -> Trained:
+) -> TrainSummary:
     """Train in a job, then copy the run's files into ``out`` (the Model artifact), as the local path does.
     A retried task finds its job by name and waits for it instead of starting another."""
     from kubernetes import client
@@ -163,7 +162,7 @@ def _label(value: str) -> str:
     return text or "none"
 
 
-def _hand_over(p: Plan, out: Path) -> Trained:
+def _hand_over(p: Plan, out: Path) -> TrainSummary:
     summary_file = p.run_dir / "summary.json"
     if not summary_file.exists():
         raise RuntimeError(
@@ -174,17 +173,9 @@ def _hand_over(p: Plan, out: Path) -> Trained:
     if s.get("config") != p.config:
         raise RuntimeError(f"{summary_file}: trained another configuration than this step planned")
     copy_run_files(p.run_dir, out)
-    acc = s.get("regime_val_balanced_accuracy")
-    return Trained(
-        out,
-        p.run_dir,
-        s.get("resumed_from"),
-        float("nan") if acc is None else float(acc),
-        int(s.get("updates", 0)),
-        int(s.get("env_steps", 0)),
-        float(s.get("wall_s", 0.0)),
-        dict(s.get("final") or {}),
-    )
+    from marlops.training.market import TrainSummary
+
+    return TrainSummary.from_record(s, out, p.run_dir)
 
 
 def _warm_feast_cache(p: Plan) -> None:

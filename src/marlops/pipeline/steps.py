@@ -23,13 +23,14 @@ import hashlib
 import json
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from marlops.registry import GateConfig
     from marlops.training.config import TrainConfig
+    from marlops.training.market import TrainSummary
 
 LINEAGE_FILE = "lineage.json"
 PROMOTE_MODES = ("gate", "force", "never")
@@ -146,18 +147,6 @@ def read_lineage(dataset_dir: str | Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- train
 
 
-@dataclass
-class Trained:
-    run_dir: Path
-    work_dir: Path
-    resumed_from: int | None
-    regime_val_balanced_accuracy: float
-    updates: int
-    env_steps: int
-    wall_s: float
-    final: dict[str, float] = field(default_factory=dict)
-
-
 def _stable_dataset(dataset_dir: Path, work_root: Path, digest: str) -> Path:
     """A copy of the dataset under a path that depends only on its content (the run config names it)."""
     target = work_root / "datasets" / digest[:16]
@@ -189,8 +178,9 @@ def train(
     labels: str = "",
     holdout_fraction: float = -1.0,
     training_data: str = "feast",
-) -> Trained:
-    """Train the team on the dataset; the finished run (agents, critic, summary, metrics) lands in ``out``.
+) -> TrainSummary:
+    """Train the team on the dataset; the finished run (agents, critic, summary, metrics) lands in ``out``,
+    the returned summary's ``out`` (its ``run_dir``: the run folder under ``work_dir``, if any).
 
     ``work_dir``: where checkpoints live, keyed by data hash and configuration — a rerun resumes there (or
     finds it finished) instead of starting over; None trains straight into ``out``.
@@ -215,8 +205,7 @@ def train(
     s = train_team(cfg, run_dir, progress=progress)
     if run_dir != out:
         copy_run_files(run_dir, out)
-    acc = s.regime_val_balanced_accuracy
-    return Trained(out, run_dir, s.resumed_from, acc, s.updates, s.env_steps, s.wall_s, s.final)
+    return dataclasses.replace(s, out=out, run_dir=run_dir)
 
 
 def copy_run_files(run_dir: Path, out: Path) -> None:

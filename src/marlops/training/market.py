@@ -73,13 +73,36 @@ from marlops.training.team import TeamCritic, TeamModels, TrainedTeam
 
 @dataclass
 class TrainSummary:
+    """What a finished run reports (``summary.json`` keeps it and more): :func:`train_team`'s result, and the
+    pipeline's train step's (:func:`marlops.pipeline.steps.train`).
+
+    ``out``: the folder with the run's files (agents, critic, summary). ``run_dir``: the run folder (its
+    checkpoints) behind the pipeline step's ``out`` (the same folder when it trained in place); None from
+    :func:`train_team`, whose ``out`` is the run folder."""
+
     out: Path
     resumed_from: int | None
-    regime_val_balanced_accuracy: float
+    regime_val_balanced_accuracy: float  # NaN when the run had no regime validation
     updates: int
     env_steps: int
     wall_s: float
     final: dict[str, float] = field(default_factory=dict)
+    run_dir: Path | None = None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], out: Path, run_dir: Path | None = None) -> TrainSummary:
+        """From a ``summary.json`` (as :func:`train_team` writes it)."""
+        acc = record.get("regime_val_balanced_accuracy")
+        return cls(
+            out,
+            record.get("resumed_from"),
+            float("nan") if acc is None else float(acc),
+            int(record.get("updates", 0)),
+            int(record.get("env_steps", 0)),
+            float(record.get("wall_s", 0.0)),
+            dict(record.get("final") or {}),
+            run_dir,
+        )
 
 
 def _fresh_models(seed: int) -> TeamModels:

@@ -1,4 +1,6 @@
-"""The MAPPO correctness check on ``simple_spread_v3`` from PyPI ``mpe2`` (Farama's maintained MPE).
+"""The MAPPO correctness check on ``simple_spread_v3`` from PyPI ``mpe2`` (Farama's maintained MPE), a
+dev-only harness (``mpe2`` is a ``dev`` extra): ``python -m benchmarks mappo_mpe`` and tests/test_mappo.py
+use it; the package never imports it.
 
 - :class:`MPEVecEnv` — ``n_envs`` mpe2 environments stepped in lockstep behind the trainer's
   :class:`~marlops.training.mappo.VecEnv` contract (auto-reset; the global state is the concatenation
