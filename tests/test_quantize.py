@@ -186,8 +186,8 @@ def test_cli_quantize_reports_and_exits_by_verdict(team: Path) -> None:
 
 def test_agent_server_runner_loads_int8_only_when_accepted(accepted_team: Path, team: Path) -> None:
     """What `marlops serve agent NAME --precision int8` loads (registry.onnx_model, no torch)."""
+    from marlops.precision import Int8Error
     from marlops.registry.folders import read_agent
-    from marlops.registry.onnx_model import Int8Error
     from marlops.serving.agent_runner import AgentRunner
 
     folder = read_agent(accepted_team / "structure", "structure")

@@ -48,7 +48,7 @@ from marlops.agents.engine import EngineConfig, TradeDecision
 from marlops.agents.export import load_agent
 from marlops.agents.replay import replay_ticks
 from marlops.agents.types import RegimeOutput
-from marlops.registry.onnx_model import INT8_RECORD, PRECISIONS, Int8Error, int8_files
+from marlops.precision import INT8_RECORD, PRECISIONS, Int8Error, int8_files
 from marlops.team import AGENTS
 
 __all__ = ["PRECISIONS", "Int8Error", "Int8Report", "check_int8", "int8_files", "quantize_team"]

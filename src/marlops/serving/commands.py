@@ -158,8 +158,8 @@ def serve_agent(
     from marlops.serving.server import isolate_argv
 
     isolate_argv()
+    from marlops.precision import PRECISION_ENV, Int8Error
     from marlops.registry.folders import RegistryError
-    from marlops.registry.onnx_model import PRECISION_ENV, Int8Error
     from marlops.serving.agent_model import AgentPredictor
     from marlops.serving.model_source import ModelSourceError
     from marlops.serving.server import serve
