@@ -366,14 +366,31 @@ def test_work_dir_must_be_shared_with_the_job(tmp_path: Path) -> None:
 # -------------------------------------------------------------------------- against the stand-in
 
 
-def _train(tmp_path: Path, api: client.ApiClient, timeout_s: float = 10.0, kind: str = "TrainJob") -> Any:
+def _train(
+    tmp_path: Path,
+    api: client.ApiClient,
+    timeout_s: float = 10.0,
+    kind: str = "TrainJob",
+    data: str = "feast",
+) -> Any:
     selector, tolerations = gpu_placement(4, json.dumps(GPU_NODE_SELECTOR), json.dumps(GPU_TOLERATIONS))
     opts = launch.ClusterOptions(
         kind=kind, gpus=4, nodes=2, timeout_s=timeout_s, run_id=RUN_ID, namespace=NS, poll_s=0.02,
         node_selector=selector, tolerations=tolerations, data_claim="prod-marlops-data",
     )  # fmt: skip
     return launch.train_on_cluster(
-        tmp_path / "dataset", tmp_path / "model", "ci", 3, 5, tmp_path / "work", "", "", opts, api, KFP_ENV
+        tmp_path / "dataset",
+        tmp_path / "model",
+        "ci",
+        3,
+        5,
+        tmp_path / "work",
+        "",
+        "",
+        opts,
+        api,
+        KFP_ENV,
+        data,
     )
 
 
@@ -581,6 +598,8 @@ def test_the_jobs_command_really_trains_what_the_step_hands_on(
     dataset_from_ticks(
         tmp_path / "dataset", m.ticks, FeedConfig(), {"source": "synthetic", "seed": 3}, m.labels
     )
-    t = _train(tmp_path, api)
+    t = _train(
+        tmp_path, api, data="dataset"
+    )  # a dataset without a Feast store (the Feast path: test_pipeline)
     assert (tmp_path / "model" / "agents").is_dir() and t.updates > 0
     assert json.loads((tmp_path / "model" / "summary.json").read_text())["world_size"] == 1
