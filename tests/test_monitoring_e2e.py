@@ -23,11 +23,11 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from marlops.cli import app
-from marlops.pipeline.commands import retraining_trigger
 from marlops.monitoring.alerts import DriftAlert, render
 from marlops.monitoring.receiver import ReceiverSettings, create_app
 from marlops.monitoring.scenarios import RegimeShift, scenario_frames, write_request_log
 from marlops.monitoring.signing import sign
+from marlops.pipeline.commands import retraining_trigger
 
 SECRET = "e2e-secret-" + "x" * 24
 TINY = dict(days=10, seed=3, budget="ci", eval_seeds="101", eval_days=8, fit_seeds="1")
