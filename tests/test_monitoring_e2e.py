@@ -22,11 +22,12 @@ import uvicorn
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from marlops.cli import _retraining_trigger, app
+from marlops.cli import app
 from marlops.monitoring.alerts import DriftAlert, render
 from marlops.monitoring.receiver import ReceiverSettings, create_app
 from marlops.monitoring.scenarios import RegimeShift, scenario_frames, write_request_log
 from marlops.monitoring.signing import sign
+from marlops.pipeline.commands import retraining_trigger
 
 SECRET = "e2e-secret-" + "x" * 24
 
@@ -68,7 +69,7 @@ def test_shift_alerts_and_retrains_a_challenger(platform: Path, pipeline_params:
 
     # the retrain trigger, wired to the retraining pipeline exactly as `marlops webhook serve` wires it;
     # its gate cannot be passed, so the new team stays a challenger
-    trigger = _retraining_trigger(
+    trigger = retraining_trigger(
         None,
         pipeline_params(
             seed=4, train_seed=5, gate=json.dumps({"min_sharpe_gain": 1e9}), pipeline_root=root / "kfp"

@@ -29,6 +29,7 @@ from marlops.market.bars import BarAggregator, bars_to_frame, frame_to_bars
 from marlops.market.features import REGIME_COLUMNS, STRUCTURE_COLUMNS, TACTICAL_COLUMNS
 from marlops.market.feed import FeatureSet, FeedConfig, MarketFeed, features_from_bars
 from marlops.market.frame_store import read_frame, write_frame
+from marlops.market.readers import ColumnMap, read_ticks
 from marlops.market.synthetic import REGIMES
 
 Progress = Callable[[int], None]  # called with the number of ticks just processed
@@ -64,6 +65,19 @@ class MarketDataset:
         labels = read_frame(p / "labels.parquet") if (p / "labels.parquet").exists() else None
         ticks = read_frame(p / "ticks.parquet") if with_ticks and (p / "ticks.parquet").exists() else None
         return cls(p, meta, base, higher, features(base, higher), labels, ticks)
+
+
+def replay_ticks_of(source: Path, columns: str = "", tz: str = "UTC") -> pd.DataFrame:
+    """The ticks to replay from ``source``: a dataset folder's ticks.parquet, or a tick file read with the
+    ``columns`` mapping (:meth:`ColumnMap.parse`) and ``tz`` (``marlops decide --replay``)."""
+    if source.is_dir():
+        ticks = MarketDataset.load(source, with_ticks=True).ticks
+        if ticks is None:
+            raise ValueError(
+                f"{source}: dataset has no ticks.parquet (bar imports cannot be replayed tick by tick)"
+            )
+        return ticks
+    return read_ticks(source, ColumnMap.parse(columns) if columns else ColumnMap(), tz=tz)
 
 
 def dataset_hash(path: str | Path, skip: Collection[str] = ("lineage.json",)) -> str:

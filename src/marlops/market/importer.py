@@ -9,9 +9,10 @@ whole (a bar file is small). Every rejected row is counted by reason in meta.jso
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,62 @@ def import_bars(path: Path, out: Path, cfg: FeedConfig, opts: ImportOptions, met
         log.write(opts.rejects)
         meta["rejects_file"] = str(opts.rejects)
     return write_dataset(out, base, higher, meta)
+
+
+class ImportSettingError(ValueError):
+    """A bad import setting, named by its ``marlops data import`` option (``option``, e.g. ``--kind``)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+def instrument_meta(
+    tick_size: float | None = None,
+    commission_bps: float | None = None,
+    spread_bps: float | None = None,
+    volume_multiplier: float | None = None,
+) -> dict[str, float]:
+    """The instrument's tick size, costs and volume unit for meta.json: finite, bps >= 0, the rest > 0."""
+    out: dict[str, float] = {}
+    for name, value, positive in (
+        ("tick_size", tick_size, True),
+        ("commission_bps", commission_bps, False),
+        ("spread_bps", spread_bps, False),
+        ("volume_multiplier", volume_multiplier, True),
+    ):
+        if value is None:
+            continue
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            rule = "finite and > 0" if positive else "finite and >= 0"
+            raise ImportSettingError("--" + name.replace("_", "-"), f"must be {rule}, got {value!r}")
+        out[name] = float(value)
+    return out
+
+
+def import_dataset(
+    path: Path,
+    out: Path,
+    cfg: FeedConfig,
+    kind: str = "ticks",
+    columns: str = "",
+    opts: ImportOptions | None = None,
+    instrument: dict[str, float | None] | None = None,
+) -> MarketDataset:
+    """``marlops data import``: a file of ``kind`` ticks or bars → the dataset folder ``out``, its meta.json
+    recording the source, the time zone and the ``instrument``'s settings (:func:`instrument_meta`).
+
+    ``columns`` is the mapping's text (:meth:`ColumnMap.parse`; it replaces ``opts.columns`` when given).
+    Raises :class:`ImportSettingError` for a bad ``kind`` or instrument setting, ``DataFileError`` or
+    ``ValueError`` for the file.
+    """
+    opts = opts or ImportOptions()
+    if kind not in ("ticks", "bars"):
+        raise ImportSettingError("--kind", f"must be 'ticks' or 'bars', got {kind!r}")
+    meta: dict[str, object] = {"source": f"import:{path.name}", "kind": kind, "tz": opts.tz}
+    meta |= instrument_meta(**(instrument or {}))
+    if columns:
+        opts = replace(opts, columns=ColumnMap.parse(columns))
+    if kind == "ticks":
+        return import_ticks(path, out, cfg, opts, meta)
+    return import_bars(path, out, cfg, opts, meta)

@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from marlops.console import console, err_console
 from marlops.monitoring.config import ConfigError, load_config
-
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
 
 EXIT_NO_DRIFT, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 

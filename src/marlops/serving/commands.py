@@ -1,4 +1,5 @@
-"""``marlops serve …``: the serving entry points (what the containers run, and the local launcher).
+"""``marlops serve …``: the serving entry points (what the containers run, and the local launcher), and
+``marlops decide``, a tick replay through the decision engine here or through a decision server.
 
 Light to import (the CLI imports it at start-up): KServe, ONNX Runtime and the agents are imported by
 the commands themselves.
@@ -12,6 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
+
+from marlops.agents.decision import RiskLimits
+from marlops.console import console, print_error, tick_progress
 
 serve_app = typer.Typer(
     help="Serve the agents and the decision transformer with KServe (V1, V2 REST, gRPC). Without a "
@@ -254,3 +259,104 @@ def serve_decision(
     typer.echo(f"decision: http {http_port}, grpc {grpc_port}; agents {agents}")
     names = [*(alias or []), *([model_name] if model_name and model_name != model.name else [])]
     serve([model], http_port, grpc_port, max_body_bytes, {model.name: names})
+
+
+def decide_cmd(
+    replay: Annotated[
+        Path, typer.Option(exists=True, help="Tick file (CSV/Parquet) or a dataset folder with ticks.")
+    ],
+    models: Annotated[
+        Path | None,
+        typer.Option(help="Folder of saved agents; default: untrained agents built from models/*.yaml."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the untrained agents' weights.")] = 0,
+    audit: Annotated[Path | None, typer.Option(help="Append one JSON line per decision here.")] = None,
+    columns: Annotated[
+        str, typer.Option(help="Column mapping of a tick file, e.g. 'ts=time,price=px'.")
+    ] = "",
+    tz: Annotated[str, typer.Option(help="Time zone of a tick file's timestamps without an offset.")] = "UTC",
+    max_position_equity: Annotated[
+        float, typer.Option(help="Hard limit: |position| × price / equity, either side.")
+    ] = RiskLimits.max_position_equity,
+    max_leverage: Annotated[
+        float, typer.Option(help="Hard limit: gross notional / equity.")
+    ] = RiskLimits.max_leverage,
+    max_position: Annotated[
+        float | None, typer.Option(help="Optional hard cap in instrument units, either side (default: none).")
+    ] = None,
+    kill_switch: Annotated[bool, typer.Option(help="Flatten and trade nothing.")] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Send every decision to this decision server (`marlops serve`) over HTTP instead "
+            "of running the engine here; the server's agents and limits decide."
+        ),
+    ] = None,
+    instrument: Annotated[
+        str | None, typer.Option(help="With --url: the instrument id sent (default: a fresh replay-<hex>).")
+    ] = None,
+) -> None:
+    """Replay ticks through the market feed and the decision engine (all four agents on their clocks)
+    and print a decision summary: actions, overrides, fail-closed reasons, PnL and latency."""
+    from marlops.market.data_files import DataFileError
+    from marlops.market.dataset import replay_ticks_of
+
+    try:
+        ticks = replay_ticks_of(replay, columns, tz)
+        limits = RiskLimits(
+            max_position_equity=max_position_equity,
+            max_leverage=max_leverage,
+            max_position=max_position,
+            kill_switch=kill_switch,
+        )
+    except (DataFileError, ValueError, FileNotFoundError) as err:
+        print_error(err, "error:")
+        raise typer.Exit(2) from err
+    if url:
+        _decide_over_http(ticks, url, instrument, audit, replay)
+        return
+    from marlops.agents.engine import AuditLog
+    from marlops.agents.replay import replay_ticks
+    from marlops.agents.runtime import AgentSet  # torch: only for the commands that run agents
+
+    agents = AgentSet.load(models) if models else AgentSet.untrained(seed=seed)
+    log = AuditLog(audit) if audit else None
+    progress, advance = tick_progress(len(ticks), "replaying ticks through the engine")
+    try:
+        with progress:
+            res = replay_ticks(ticks, agents, limits, audit=log, progress=advance)
+    finally:
+        if log:
+            log.close()
+    _print_decisions(f"decisions over {replay}", agents.versions, res.summary)
+    if audit:
+        console.print(f"audit log: {audit}")
+
+
+def _print_decisions(title: str, versions: dict[str, str], summary: dict[str, object]) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for k, v in {"models": ", ".join(f"{a}={v}" for a, v in versions.items()), **summary}.items():
+        table.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
+    console.print(table)
+
+
+def _decide_over_http(
+    ticks: object, url: str, instrument: str | None, audit: Path | None, replay: Path
+) -> None:
+    import httpx
+
+    from marlops.serving.http_replay import DecisionServerError, replay_http
+
+    progress, advance = tick_progress(len(ticks), f"replaying ticks through {url}")  # type: ignore[arg-type]
+    try:
+        with progress:
+            res = replay_http(ticks, url, instrument, progress=advance, audit=audit)  # type: ignore[arg-type]
+    except (DecisionServerError, httpx.HTTPError) as err:
+        print_error(err, "error:")
+        raise typer.Exit(1) from err
+    versions = res.decisions[-1].model_versions if res.decisions else {}
+    _print_decisions(f"decisions over {replay} via {url} ({res.instrument})", versions, res.summary)
+    if audit:
+        console.print(f"decisions as returned: {audit}")
