@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from marlops.agents.engine import AuditLog, DecisionEngine, EngineConfig, ExecuteTrade
+from marlops.agents.audit import AuditLog
+from marlops.agents.engine import DecisionEngine, EngineConfig, ExecuteTrade
 from marlops.agents.hub import ConsensusConfig, ConsensusRule
 from marlops.agents.replay import replay_ticks
 from marlops.agents.runtime import AgentSet

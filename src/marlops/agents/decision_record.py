@@ -6,8 +6,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-import numpy as np
-
 from marlops.agents.decision import DecisionInputs, Portfolio, RiskLimits, decide, position_cap
 from marlops.agents.hub import CommunicationHub
 
@@ -66,7 +64,7 @@ def decide_and_fill(
         ts=ts,
         timeframe=timeframe,
         action=core.action.name.lower(),
-        direction=int(np.sign(core.target)),
+        direction=(core.target > 0) - (core.target < 0),
         confidence=float(tac.confidence) if tac is not None else 0.0,  # ticks carry no tactical proposal
         price=price,
         quantity=qty,

@@ -14,19 +14,17 @@ The rules (staleness, fault reasons, the risk gate, the paper fill) are the core
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from marlops.agents.audit import AuditLog, audit_record
 from marlops.agents.core import Call, DecisionCore, EngineConfig, Step, StepGen, timeframe_label
 from marlops.agents.decision import Portfolio, RiskLimits
 from marlops.agents.decision_record import TradeDecision
@@ -36,7 +34,6 @@ from marlops.market.events import EventBus, IndicatorsReady, TickAccepted
 
 __all__ = [
     "AgentRuntime",
-    "AuditLog",
     "DecisionEngine",
     "EngineConfig",
     "ExecuteTrade",
@@ -64,35 +61,6 @@ class ExecuteTrade:
     """Published on the bus for every decision with a non-zero quantity."""
 
     decision: TradeDecision
-
-
-class AuditLog:
-    """One JSON line per decision: inputs hash, agent outputs, overrides, versions, the decision."""
-
-    def __init__(self, sink: str | Path | IO[str]) -> None:
-        self._own = not hasattr(sink, "write")
-        self._f: IO[str] = open(sink, "a", encoding="utf-8") if self._own else sink  # type: ignore[arg-type]
-
-    def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record, separators=(",", ":"), default=_json_default) + "\n")
-
-    def close(self) -> None:
-        if self._own:
-            self._f.close()
-
-
-def _json_default(o: object) -> object:
-    if isinstance(o, np.ndarray):
-        return [round(float(x), 7) for x in o.ravel()]
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(type(o).__name__)
-
-
-def _out_dict(o: object | None) -> dict | None:
-    if o is None:
-        return None
-    return {k: getattr(o, k) for k in o.__slots__ if k != "message"}  # type: ignore[attr-defined]
 
 
 _Result = tuple[Any, str, float, list[str]]  # output, latency label, µs, faults
@@ -264,28 +232,4 @@ class DecisionEngine:
         return d
 
     def _write_audit(self, step: Step) -> None:
-        st, d = self.state, step.decision
-        h = hashlib.sha256()
-        for m in (
-            st.tactical_m,
-            st.slow_mats.get("structure"),
-            st.slow_mats.get("regime"),
-            step.portfolio,
-            step.proposal,
-        ):
-            if m is not None:
-                h.update(np.ascontiguousarray(m).tobytes())
-        h.update(np.float64(d.price).tobytes())
-        reg = st.hub.memory.get("regime")
-        self.audit.write(  # type: ignore[union-attr]
-            {
-                "inputs_sha256": h.hexdigest(),
-                "agents": {
-                    "regime": _out_dict(reg.payload) if reg else None,
-                    "structure": _out_dict(step.structure),
-                    "tactical": _out_dict(step.tactical),
-                    "risk": _out_dict(step.risk),
-                },
-                "decision": {k: v for k, v in d.to_dict().items() if k != "latency_us"},
-            }
-        )
+        self.audit.write(audit_record(self.state, step))  # type: ignore[union-attr]

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from marlops.agents.audit import AuditLog
 from marlops.agents.decision import Portfolio, RiskLimits
-from marlops.agents.engine import AgentRuntime, AuditLog, DecisionEngine, EngineConfig, TradeDecision
+from marlops.agents.engine import AgentRuntime, DecisionEngine, EngineConfig, TradeDecision
 from marlops.agents.hub import ConsensusConfig
 from marlops.market.events import EventBus
 from marlops.market.feed import FeedConfig, MarketFeed

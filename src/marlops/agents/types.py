@@ -35,6 +35,9 @@ class RiskAction(IntEnum):
     BLOCK_ENTRY = 3
 
 
+_TACTICAL: tuple[TacticalAction, ...] = tuple(TacticalAction)
+_RISK: tuple[RiskAction, ...] = tuple(RiskAction)
+
 # Structure's actor picks one of five bias levels; in serving its directional bias is the most likely one.
 STRUCTURE_BIAS_LEVELS: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
@@ -111,7 +114,7 @@ class TacticalOutput:
 
     @property
     def action(self) -> TacticalAction:
-        return TacticalAction(int(np.argmax(self.action_probs)))
+        return _TACTICAL[int(self.action_probs.argmax())]  # the tick path: no np.argmax/enum lookups
 
     @property
     def confidence(self) -> float:
@@ -128,7 +131,7 @@ class RiskOutput:
 
     @property
     def action(self) -> RiskAction:
-        return RiskAction(int(np.argmax(self.q_values)))
+        return _RISK[int(self.q_values.argmax())]
 
 
 def _at(a: np.ndarray, row: int) -> float:

@@ -78,7 +78,7 @@ def held_out_ticks(cfg: MainJobConfig) -> Any:
 
 def replay_in_process(cfg: MainJobConfig, on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The champion from the registry, replayed through the decision engine in this process."""
-    from marlops.agents.engine import AuditLog
+    from marlops.agents.audit import AuditLog
     from marlops.agents.replay import replay_ticks
     from marlops.agents.runtime import AgentSet
     from marlops.registry import download_team

@@ -315,7 +315,7 @@ def decide_cmd(
     if url:
         _decide_over_http(ticks, url, instrument, audit, replay)
         return
-    from marlops.agents.engine import AuditLog
+    from marlops.agents.audit import AuditLog
     from marlops.agents.replay import replay_ticks
     from marlops.agents.runtime import AgentSet  # torch: only for the commands that run agents
 
