@@ -6,7 +6,8 @@ Two runs over the same ticks, in this process:
 - served: the engine as shipped — ONNX Runtime sessions (1 intra-op thread), the risk agent's
   matrix encoding cached per bar close so a tick only pays the small per-tick part;
 - naive baseline: the same networks in eager torch (default threads, no_grad), every call building
-  tensors from scratch, and the risk agent's full encoder over all matrices on every tick.
+  tensors from scratch, and the risk agent's full encoder over all matrices on every tick, one call
+  after another (the engine's ``parallel=False``).
 Latency is data-to-decision per timeframe: for a 30-minute decision it includes regime + structure
 (+ tactical + risk + the engine); for a 5-minute one tactical + risk + engine; for a tick risk + engine.
 
@@ -79,8 +80,8 @@ class NaiveEager:
         return RiskOutput(q[0].numpy())
 
 
-def run(agents, ticks, t_from: int) -> dict[str, np.ndarray]:
-    res = replay_ticks(ticks, agents, engine_config=EngineConfig(agent_budget_us={}))
+def run(agents, ticks, t_from: int, parallel: bool = True) -> dict[str, np.ndarray]:
+    res = replay_ticks(ticks, agents, engine_config=EngineConfig(agent_budget_us={}), parallel=parallel)
     out: dict[str, list[float]] = {}
     for d in res.decisions:
         if d.ts >= t_from:
@@ -97,7 +98,7 @@ def main() -> None:
     floor = measure_latency(served)
     rows = {
         "served (ONNX Runtime, cached risk encoding)": run(served, ticks, t_from),
-        "naive eager torch": run(naive, ticks, t_from),
+        "naive eager torch": run(naive, ticks, t_from, parallel=False),  # one call after another
     }
     print("per-agent floor (each call alone, batch 1), µs:")
     print("| call | p50 | p99 |")

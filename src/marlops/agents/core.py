@@ -90,17 +90,15 @@ class Call:
     encoding: Any = None
 
 
-@dataclass(slots=True)
 class Need:
     """Calls a step waits for. The driver appends each failed call's reason to ``faults[i]`` and its
     wall time to ``latency_us``; the step merges the faults in its own order."""
 
-    calls: tuple[Call, ...]
-    latency_us: dict[str, float]
-    faults: tuple[list[str], ...] = ()
+    __slots__ = ("calls", "faults", "latency_us")
 
-    def __post_init__(self) -> None:
-        self.faults = tuple([] for _ in self.calls)
+    def __init__(self, calls: tuple[Call, ...], latency_us: dict[str, float]) -> None:
+        self.calls, self.latency_us = calls, latency_us
+        self.faults: list[list[str]] = [[] for _ in calls]
 
 
 @dataclass(frozen=True, slots=True)
