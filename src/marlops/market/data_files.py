@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -101,6 +101,16 @@ def _csv_scan(path: Path, width: int) -> tuple[np.ndarray, list[tuple[int, str]]
     """Line numbers of the records Arrow keeps (right width), and (line, text) of the ragged ones."""
     good: list[int] = []
     ragged: list[tuple[int, str]] = []
+    for line, record in _records(path):
+        if len(record) == width:
+            good.append(line)
+        elif record:
+            ragged.append((line, ",".join(record)))
+    return np.asarray(good, np.int64), ragged
+
+
+def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number of the record's first line, fields) of every record after the header."""
     with _open_text(path) as fh:
         reader = csv.reader(fh)
         next(reader, None)
@@ -108,11 +118,8 @@ def _csv_scan(path: Path, width: int) -> tuple[np.ndarray, list[tuple[int, str]]
             line = reader.line_num + 1
             record = next(reader, None)
             if record is None:
-                return np.asarray(good, np.int64), ragged
-            if len(record) == width:
-                good.append(line)
-            elif record:
-                ragged.append((line, ",".join(record)))
+                return
+            yield line, record
 
 
 def _physical_lines(path: Path) -> int:
@@ -128,16 +135,10 @@ def _physical_lines(path: Path) -> int:
 
 def csv_bad_record(path: Path, width: int) -> tuple[int | None, int]:
     """(line, number of fields) of the first record whose width differs from the header's."""
-    with _open_text(path) as fh:
-        reader = csv.reader(fh)
-        next(reader, None)
-        while True:
-            line = reader.line_num + 1
-            record = next(reader, None)
-            if record is None:
-                return None, 0
-            if record and len(record) != width:
-                return line, len(record)
+    for line, record in _records(path):
+        if record and len(record) != width:
+            return line, len(record)
+    return None, 0
 
 
 @dataclass
