@@ -289,54 +289,46 @@ class AgentSet:
     # ------------------------------------------------------------------------------------- inference
 
     def regime(self, regime_m: np.ndarray) -> RegimeOutput:
-        _put(self._r.inputs[0], regime_m, "regime_m")
-        return RegimeOutput.from_outputs(self._r.run_named())
+        return RegimeOutput.from_outputs(_run(self._r, ("regime_m",), regime_m))
 
     def structure(self, structure_m: np.ndarray, msgs: np.ndarray, mask: np.ndarray) -> StructureOutput:
-        x, m, k = self._s.inputs
-        _put(x, structure_m, "structure_m")
-        _put(m, msgs, "msgs")
-        _put(k, mask, "mask")
-        return StructureOutput.from_outputs(self._s.run_named())
+        return StructureOutput.from_outputs(
+            _run(self._s, ("structure_m", "msgs", "mask"), structure_m, msgs, mask)
+        )
 
     def structure_encode(self, structure_m: np.ndarray) -> np.ndarray:
         """Structure's own state (no message needed); :meth:`structure_head` finishes the call."""
         if self._se is None:
             raise RuntimeError("this AgentSet runs structure whole (no split graphs)")
-        _put(self._se.inputs[0], structure_m, "structure_m")
-        return self._se.run()[0][0].copy()
+        return _run(self._se, ("structure_m",), structure_m)["h"][0].copy()
 
     def structure_head(self, h: np.ndarray, msgs: np.ndarray, mask: np.ndarray) -> StructureOutput:
         """Exactly :meth:`structure` of the matrix that :meth:`structure_encode` encoded to ``h``."""
         if self._sh is None:
             raise RuntimeError("this AgentSet runs structure whole (no split graphs)")
-        e, m, k = self._sh.inputs
-        _put(e, h, "h")
-        _put(m, msgs, "msgs")
-        _put(k, mask, "mask")
-        return StructureOutput.from_outputs(self._sh.run_named())
+        return StructureOutput.from_outputs(_run(self._sh, ("h", "msgs", "mask"), h, msgs, mask))
 
     def tactical(self, tactical_m: np.ndarray, msgs: np.ndarray, mask: np.ndarray) -> TacticalOutput:
-        x, m, k = self._t.inputs
-        _put(x, tactical_m, "tactical_m")
-        _put(m, msgs, "msgs")
-        _put(k, mask, "mask")
-        return TacticalOutput.from_outputs(self._t.run_named())
+        return TacticalOutput.from_outputs(
+            _run(self._t, ("tactical_m", "msgs", "mask"), tactical_m, msgs, mask)
+        )
 
     def risk_cache(self, tactical_m: np.ndarray, structure_m: np.ndarray, regime_m: np.ndarray) -> np.ndarray:
         """The matrix part of the risk encoder, (encoder_dim,): compute at bar closes, reuse every tick."""
-        t, s, r = self._re.inputs
-        _put(t, tactical_m, "tactical_m")
-        _put(s, structure_m, "structure_m")
-        _put(r, regime_m, "regime_m")
-        return self._re.run()[0][0].copy()
+        names = ("tactical_m", "structure_m", "regime_m")
+        return _run(self._re, names, tactical_m, structure_m, regime_m)["cache"][0].copy()
 
     def risk(self, cache: np.ndarray, portfolio: np.ndarray, proposal: np.ndarray) -> RiskOutput:
-        c, p, a = self._rq.inputs
-        _put(c, cache, "cache")
-        _put(p, portfolio, "portfolio")
-        _put(a, proposal, "proposal")
-        return RiskOutput.from_outputs(self._rq.run_named())
+        return RiskOutput.from_outputs(
+            _run(self._rq, ("cache", "portfolio", "proposal"), cache, portfolio, proposal)
+        )
+
+
+def _run(runner: _Runner, names: tuple[str, ...], *values: Any) -> Outputs:
+    """Copy each value into its input buffer (checked against its name's shape), run, outputs by name."""
+    for buf, value, what in zip(runner.inputs, values, names, strict=True):
+        _put(buf, value, what)
+    return runner.run_named()
 
 
 # ------------------------------------------------------------------------------------------- latency
