@@ -211,7 +211,8 @@ def run_cmd(
         str,
         typer.Option(
             help="Promotion gate settings as JSON, e.g. '{\"require_trades\": false}' (fields: see "
-            "`marlops promote --help`); the default gate refuses a team that makes no trades held-out."
+            "`marlops registry promote --help`); the default gate refuses a team that makes no trades "
+            "held-out."
         ),
     ] = "{}",
 ) -> None:
