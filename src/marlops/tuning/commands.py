@@ -202,8 +202,12 @@ def _study(
     baseline: bool,
     register: bool,
 ) -> None:
+    import optuna
+
     from marlops.tuning.study import TrialEvents, TuneOptions, optimize, write_best, write_report
     from marlops.tuning.study import baseline as run_baseline
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bars and the table say it all
 
     opts = TuneOptions(
         study_name=study_name, budget=budget, n_trials=n_trials, timeout=timeout, storage=storage, jobs=jobs,

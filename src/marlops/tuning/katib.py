@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,13 @@ def _reference(name: str) -> str:
 
 
 def _num(v: float | None, kind: str) -> str:
+    """Positional notation (``0.00003``, not ``3e-05``: a YAML 1.2 reader such as kubectl's takes the
+    unquoted exponent form for a number, and Katib's feasibleSpace bounds are strings)."""
     assert v is not None
-    return str(int(v)) if kind == "int" else repr(float(v))
+    if kind == "int":
+        return str(int(v))
+    text = format(Decimal(repr(float(v))), "f")
+    return text if "." in text else f"{text}.0"
 
 
 def _parameter(p: Param) -> dict[str, Any]:

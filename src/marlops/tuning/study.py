@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,8 +150,6 @@ def open_study(
     opts: TuneOptions, space: SearchSpace, pruner: optuna.pruners.BasePruner | None = None
 ) -> optuna.Study:
     """Create the study, or load it (same name, same storage: a resumed study keeps its trials)."""
-    import warnings
-
     import optuna
 
     with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
@@ -275,7 +274,8 @@ def optimize(
     if remaining <= 0:
         return study
     if opts.jobs > 1:
-        _parallel(opts)
+        study_runs(opts, space)  # the MLflow store and the study's run exist before the workers race
+        _parallel(opts, space)
         return open_study(opts, space, pruner)
     import optuna
 
@@ -294,23 +294,35 @@ def optimize(
     return study
 
 
-def _worker(opts: TuneOptions) -> None:
+def worker_main(options: str) -> None:
+    """One worker of a ``--jobs N`` study (a subprocess: ``python -c``, so no main module is re-imported)."""
+    import optuna
+
     from marlops.tuning.space import load_space
 
-    single = TuneOptions(**{**opts.__dict__, "jobs": 1})
-    optimize(single, load_space())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = json.loads(options)
+    space = data.pop("space")
+    opts = TuneOptions(**{**data, "jobs": 1, "out_root": Path(data["out_root"])})
+    optimize(opts, load_space(space))
 
 
-def _parallel(opts: TuneOptions) -> None:
-    import multiprocessing as mp
+def _parallel(opts: TuneOptions, space: SearchSpace) -> None:
+    """``jobs`` worker processes on the same storage; each runs trials until the study holds n_trials
+    finished ones (a worker may finish one more that it had started)."""
+    import subprocess
+    import sys
 
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(opts,)) for _ in range(opts.jobs)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    bad = [p.exitcode for p in procs if p.exitcode]
+    data = {
+        **opts.__dict__,
+        "out_root": str(opts.out_root),
+        "storage": opts.storage_url(),
+        "space": space.source,
+    }
+    code = f"from marlops.tuning.study import worker_main; worker_main({json.dumps(json.dumps(data))})"
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(opts.jobs)]
+    codes = [p.wait() for p in procs]
+    bad = [c for c in codes if c]
     if bad:
         raise RuntimeError(f"{len(bad)} tuning worker(s) failed (exit codes {bad})")
 
@@ -408,7 +420,9 @@ def write_report(study: optuna.Study, opts: TuneOptions, default: TrialResult | 
     embedded = False
     for title, plot in plots:
         try:
-            fig = plot(study)
+            with warnings.catch_warnings():  # few trials: importances say so in the plot's own terms
+                warnings.simplefilter("ignore")
+                fig = plot(study)
         except (ValueError, RuntimeError) as e:  # e.g. importances need two finished trials
             parts.append(f"<h2>{title}</h2><p>not available: {e}</p>")
             continue
