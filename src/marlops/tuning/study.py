@@ -43,6 +43,7 @@ class TuneOptions:
     storage: str | None = None  # an Optuna RDB URL; None: sqlite:///<out_root>/<study>.db
     jobs: int = 1  # worker processes on the same storage
     seed: int = 0  # the sampler's
+    worker: int = 0  # which of the --jobs workers (its sampler draws from seed + worker)
     out_root: Path = DEFAULT_DIR
     mlflow: bool = True
     tracking_uri: str | None = None
@@ -159,7 +160,7 @@ def open_study(
     study = optuna.create_study(
         study_name=opts.study_name,
         storage=storage,
-        sampler=make_sampler(space, opts.seed),
+        sampler=make_sampler(space, opts.seed + opts.worker),
         pruner=pruner or make_pruner(space),
         direction=space.goal,
         load_if_exists=True,
