@@ -320,8 +320,11 @@ def _parallel(opts: TuneOptions, space: SearchSpace) -> None:
         "storage": opts.storage_url(),
         "space": space.source,
     }
-    code = f"from marlops.tuning.study import worker_main; worker_main({json.dumps(json.dumps(data))})"
-    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(opts.jobs)]
+    procs = []
+    for worker in range(opts.jobs):  # each its own sampler seed, or all would start with the same values
+        options = json.dumps({**data, "worker": worker})
+        code = f"from marlops.tuning.study import worker_main; worker_main({json.dumps(options)})"
+        procs.append(subprocess.Popen([sys.executable, "-c", code]))
     codes = [p.wait() for p in procs]
     bad = [c for c in codes if c]
     if bad:
