@@ -17,6 +17,7 @@ one torch thread, as ``marlops train`` uses by default.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import tempfile
@@ -32,12 +33,11 @@ from torch.distributions import Categorical
 from marlops.agents.types import MESSAGE_DIM, RiskAction
 from marlops.env.market_env import EnvConfig, MarketData, VecMarketEnv, synthetic_market_data
 from marlops.market.matrices import STRUCTURE, TACTICAL
-from marlops.training.config import RiskStageConfig, TrainConfig, with_overrides
+from marlops.training.config import RiskStageConfig, default_config, with_overrides
 from marlops.training.distributed import Dist
 from marlops.training.mappo import MAPPO, MAPPOConfig, VecObs, VecStep
 from marlops.training.market import _fresh_models
 from marlops.training.pretrain import (
-    PretrainConfig,
     StructurePretrainer,
     TacticalPretrainer,
     structure_samples,
@@ -192,7 +192,7 @@ def main() -> None:
     m = _fresh_models(0)
     rows.append(("regime pretraining", "samples/s", *_median(_regime_rate(m, data, 128))))
     message = m.regime_encoding(data).message
-    cfg = PretrainConfig(batch_size=128)
+    cfg = dataclasses.replace(default_config().structure, batch_size=128)
     st = StructurePretrainer(m.structure, structure_samples([(data, message)], cfg), cfg)
     rows.append(("structure pretraining", "samples/s", *_median(_supervised_rate(st, 128))))
     m.forget_encodings("structure")
@@ -218,7 +218,7 @@ def main() -> None:
         "risk.learning_starts": 512,
         "risk.checkpoint_steps": 10**9,
     }
-    cfg_all = with_overrides(TrainConfig(), overrides)
+    cfg_all = with_overrides(default_config(), overrides)
     risk_cfg: RiskStageConfig = cfg_all.risk
     with tempfile.TemporaryDirectory() as tmp:
         ctx = StageContext(cfg_all, m, [data], [data], Dist(), Path(tmp), {}, False, lambda record: None)

@@ -81,7 +81,7 @@ def test_specs_load_and_match_the_shared_widths() -> None:
     assert specs["tactical"].architecture.senders == ("regime", "structure")
     assert specs["risk"].training.objective == "dqn"
     for name in ("structure", "tactical"):
-        assert specs[name].training.objective == "ppo"
+        assert specs[name].training.objective == "pretrain"
     # Round trip through plain data (what a saved model directory stores).
     for name, spec in specs.items():
         assert parse_spec(name, spec_to_dict(spec)) == spec
@@ -114,11 +114,11 @@ def test_spec_dir_from_env_and_missing_dir(tmp_path: Path, monkeypatch: pytest.M
     for name in AGENTS:
         shutil.copy(models_dir() / f"{name}.yaml", tmp_path / f"{name}.yaml")
     data = yaml.safe_load((tmp_path / "tactical.yaml").read_text())
-    del data["training"]["clip_eps"]
+    del data["training"]["max_grad_norm"]
     (tmp_path / "tactical.yaml").write_text(yaml.safe_dump(data))
     monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path))
     assert load_spec("regime") == load_spec("regime", tmp_path)
-    with pytest.raises(SpecError, match=r"tactical\.yaml[\s\S]*training\.clip_eps: Field required"):
+    with pytest.raises(SpecError, match=r"tactical\.yaml[\s\S]*training\.max_grad_norm: Field required"):
         load_spec("tactical")
     monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(SpecError, match=f"not found.*{MODELS_DIR_ENV}"):

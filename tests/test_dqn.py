@@ -4,6 +4,7 @@ network updates (hard and Polyak), a 5-state chain solved to Q*, and one real Ri
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,16 +62,30 @@ def test_config_from_the_risk_spec() -> None:
     with pytest.raises(ValueError, match="dqn"):
         DQNConfig.from_spec(load_spec("regime"))
     with pytest.raises(ValueError, match="target_tau"):
-        DQNConfig(target_tau=1.5)
+        DQNConfig.from_spec(training, target_tau=1.5)
 
 
 # ------------------------------------------------------------------------------------- targets and loss
 
 
+# the values these tests were written against (DQNConfig's defaults before models/risk.yaml became its one
+# source): the risk spec's other fields are the same
+_FORMER_DEFAULTS: dict[str, Any] = {
+    "batch_size": 256,
+    "learning_starts": 5_000,
+    "train_every": 4,
+    "target_update": 2_000,
+    "epsilon_decay_steps": 50_000,
+}
+
+
 def linear_learner(double: bool, **overrides: object) -> DQNLearner:
     """Q(s) = W s on one-hot states: column i of W is Q(state i)."""
     net = nn.Linear(2, 2, bias=False)
-    cfg = DQNConfig(double_dqn=double, gamma=0.5, n_step=2, lr=0.1, **overrides)  # type: ignore[arg-type]
+    cfg = DQNConfig.from_spec(
+        load_spec("risk"),
+        **{**_FORMER_DEFAULTS, **dict(double_dqn=double, gamma=0.5, n_step=2, lr=0.1), **overrides},
+    )  # type: ignore[arg-type]
     learner = DQNLearner(net, cfg)
     with torch.no_grad():
         learner.online.weight.copy_(
@@ -177,15 +192,19 @@ def test_learner_solves_a_chain_mdp() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     net = nn.Sequential(nn.Linear(N_STATES, 32), nn.ReLU(), nn.Linear(32, 2))
-    cfg = DQNConfig(
-        lr=3e-3,
-        gamma=GAMMA,
-        batch_size=64,
-        buffer_size=5_000,
-        target_update=25,
-        per_beta_steps=600,
-        epsilon_decay_steps=300,
-        epsilon_end=0.1,
+    cfg = DQNConfig.from_spec(
+        load_spec("risk"),
+        **_FORMER_DEFAULTS
+        | dict(
+            lr=3e-3,
+            gamma=GAMMA,
+            batch_size=64,
+            buffer_size=5_000,
+            target_update=25,
+            per_beta_steps=600,
+            epsilon_decay_steps=300,
+            epsilon_end=0.1,
+        ),
     )
     learner = DQNLearner(net, cfg)
     replay = cfg.make_replay(

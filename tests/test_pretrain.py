@@ -3,15 +3,17 @@ cached encodings equal to the networks' own forward passes, and the warm start f
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from marlops.agents.types import STRUCTURE_BIAS_LEVELS, TacticalAction
 from marlops.env.market_env import synthetic_market_data
+from marlops.training.config import default_config
 from marlops.training.encodings import encode_market, structure_outputs
 from marlops.training.pretrain import (
-    PretrainConfig,
     StructurePretrainer,
     StructureSamples,
     TacticalPretrainer,
@@ -65,7 +67,7 @@ def test_structure_pretraining_moves_the_policy_to_the_level_of_highest_expected
     x[:, -12:, 0] = sign[:, None] * 2.0
     z = (1.5 * sign + rng.normal(0, 0.5, n)).astype(np.float32)
     samples = StructureSamples(x, np.zeros((n, 64), np.float32), level_utility(z, 0.05, 0.2))
-    cfg = PretrainConfig(epochs=1, batch_size=64, lr=1e-3)
+    cfg = replace(default_config().structure, epochs=1, batch_size=64, lr=1e-3)
     trainer = StructurePretrainer(models.structure, samples, cfg, seed=0)
     first = trainer.epoch()
     for _ in range(3):
@@ -102,7 +104,7 @@ def test_tactical_samples_carry_structures_decision_and_its_message(data, models
     np.testing.assert_allclose(samples.msgs[:, 1], st.message[h])
     np.testing.assert_array_equal(samples.matrices(np.arange(3)), data.tactical[samples.t[:3]])
     trainer = TacticalPretrainer(
-        models.tactical, samples, PretrainConfig(epochs=1, max_samples=64, batch_size=32)
+        models.tactical, samples, replace(default_config().tactical, epochs=1, max_samples=64, batch_size=32)
     )
     m = trainer.epoch()
     assert np.isfinite(m["tactical_loss"]) and trainer.epochs_done == 1
@@ -110,10 +112,10 @@ def test_tactical_samples_carry_structures_decision_and_its_message(data, models
 
 def test_structure_samples_need_room_for_the_horizon(data, models) -> None:
     msg = models.encodings(data).regime.message
-    s = structure_samples([(data, msg)], PretrainConfig(horizon_bars=36))
+    s = structure_samples([(data, msg)], replace(default_config().structure, horizon_bars=36))
     assert s.x.shape[1:] == (48, 8) and s.utility.shape[1] == 5 and len(s) > 100
     with pytest.raises(ValueError, match="forward horizon"):
-        structure_samples([(data, msg)], PretrainConfig(horizon_bars=len(data)))
+        structure_samples([(data, msg)], replace(default_config().structure, horizon_bars=len(data)))
 
 
 def test_cached_encodings_give_the_networks_own_outputs(data, models) -> None:

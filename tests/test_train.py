@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from marlops.agents.specs import load_spec
 from marlops.agents.types import RiskAction, TacticalAction
 from marlops.env.market_env import EnvConfig, VecMarketEnv, synthetic_market_data
 from marlops.training.checkpoint import checkpoints, load_latest, save_checkpoint
@@ -49,8 +50,13 @@ def models() -> TeamModels:
 
 
 def _risk(models: TeamModels, data) -> RiskController:
-    cfg = DQNConfig(
-        learning_starts=8, batch_size=8, buffer_size=256, epsilon_decay_steps=100, target_update=5
+    cfg = DQNConfig.from_spec(
+        load_spec("risk"),
+        learning_starts=8,
+        batch_size=8,
+        buffer_size=256,
+        epsilon_decay_steps=100,
+        target_update=5,
     )
     return RiskController(models.risk, cfg, [data], seed=0)
 

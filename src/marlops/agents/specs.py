@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from marlops.agents.types import MESSAGE_DIM, REGIME_NAMES, STRUCTURE_BIAS_LEVELS, RiskAction, TacticalAction
 from marlops.team import AGENTS
@@ -54,31 +63,41 @@ def _check_senders(v: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class SupervisedTraining(_Strict):
+    """The regime agent's stage (training/regime.py): every field is read by the trainer."""
+
     objective: Literal["supervised"]
     lr: PosFloat
     weight_decay: Annotated[float, Field(ge=0)]
     batch_size: PosInt
     epochs: PosInt
+    max_samples: PosInt | None  # windows per epoch (null: all)
     label_smoothing: Annotated[float, Field(ge=0, lt=1)]
     volatility_loss_weight: Annotated[float, Field(ge=0)]
     max_grad_norm: PosFloat
     warmup_steps: Annotated[int, Field(ge=0)]
+    distill: Prob  # weight of the ceiling filter's soft targets against the hard labels
 
 
-class PPOTraining(_Strict):
-    objective: Literal["ppo"]
+class PretrainTraining(_Strict):
+    """Structure's and tactical's own stage (training/pretrain.py); the team stage that fine-tunes both
+    with MAPPO is one joint update and lives in models/team.yaml."""
+
+    objective: Literal["pretrain"]
     lr: PosFloat
-    gamma: Prob
-    gae_lambda: Prob
-    clip_eps: PosFloat
-    value_clip_eps: Annotated[float, Field(ge=0)]
-    entropy_coef: Annotated[float, Field(ge=0)]
-    value_coef: Annotated[float, Field(ge=0)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    batch_size: PosInt
+    epochs: PosInt
+    max_samples: PosInt | None  # samples per epoch (null: all)
     max_grad_norm: PosFloat
-    ppo_epochs: PosInt
-    minibatch_size: PosInt
-    rollout_steps: PosInt
-    value_normalization: bool
+
+
+class StructurePretrainTraining(PretrainTraining):
+    """Structure's pretraining adds its utility's horizon, costs and entropy bonus."""
+
+    horizon_bars: PosInt
+    cost: Annotated[float, Field(ge=0)]
+    risk_aversion: Annotated[float, Field(ge=0)]
+    entropy_coef: Annotated[float, Field(ge=0)]
 
 
 class DQNTraining(_Strict):
@@ -102,6 +121,39 @@ class DQNTraining(_Strict):
     epsilon_start: Prob
     epsilon_end: Prob
     epsilon_decay_steps: PosInt
+
+
+# Training sections of agents saved before the specs became the trainer's source (issue 19): a saved agent
+# keeps the spec it was exported with (its version id hashes it), so they still load; the trainer never
+# reads them.
+
+
+class LegacySupervisedTraining(_Strict):
+    objective: Literal["supervised"]
+    lr: PosFloat
+    weight_decay: Annotated[float, Field(ge=0)]
+    batch_size: PosInt
+    epochs: PosInt
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)]
+    volatility_loss_weight: Annotated[float, Field(ge=0)]
+    max_grad_norm: PosFloat
+    warmup_steps: Annotated[int, Field(ge=0)]
+
+
+class LegacyPPOTraining(_Strict):
+    objective: Literal["ppo"]
+    lr: PosFloat
+    gamma: Prob
+    gae_lambda: Prob
+    clip_eps: PosFloat
+    value_clip_eps: Annotated[float, Field(ge=0)]
+    entropy_coef: Annotated[float, Field(ge=0)]
+    value_coef: Annotated[float, Field(ge=0)]
+    max_grad_norm: PosFloat
+    ppo_epochs: PosInt
+    minibatch_size: PosInt
+    rollout_steps: PosInt
+    value_normalization: bool
 
 
 # ----------------------------------------------------------------------------------------- architecture
@@ -218,25 +270,50 @@ class RiskArch(_Strict):
         return v
 
 
+def _era(legacy: type[_Strict]) -> Any:
+    """Which training section a spec holds: ``legacy`` (a saved agent's, exactly its fields) or ``current``;
+    only that one is validated, so an error names the field (``training.lr``), not the union."""
+    fields = set(legacy.model_fields)
+
+    def pick(v: Any) -> str:
+        if isinstance(v, dict):
+            return "legacy" if set(v) == fields else "current"
+        return "legacy" if isinstance(v, legacy) else "current"
+
+    return Discriminator(pick)
+
+
+_TAGS = {"current", "legacy"}  # union tags, left out of error paths
+
+
 # ------------------------------------------------------------------------------------------------ specs
 
 
 class RegimeSpec(_Strict):
     agent: Literal["regime"]
     architecture: RegimeArch
-    training: SupervisedTraining
+    training: Annotated[
+        Annotated[SupervisedTraining, Tag("current")] | Annotated[LegacySupervisedTraining, Tag("legacy")],
+        _era(LegacySupervisedTraining),
+    ]
 
 
 class StructureSpec(_Strict):
     agent: Literal["structure"]
     architecture: StructureArch
-    training: PPOTraining
+    training: Annotated[
+        Annotated[StructurePretrainTraining, Tag("current")] | Annotated[LegacyPPOTraining, Tag("legacy")],
+        _era(LegacyPPOTraining),
+    ]
 
 
 class TacticalSpec(_Strict):
     agent: Literal["tactical"]
     architecture: TacticalArch
-    training: PPOTraining
+    training: Annotated[
+        Annotated[PretrainTraining, Tag("current")] | Annotated[LegacyPPOTraining, Tag("legacy")],
+        _era(LegacyPPOTraining),
+    ]
 
 
 class RiskSpec(_Strict):
@@ -270,7 +347,7 @@ def models_dir() -> Path:
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
+        loc = [str(p) for p in e["loc"] if p not in _TAGS]
         msg = e["msg"].removeprefix("Value error, ")
         # Cross-field checks raise "field: why" from the model validator; fold the field into the path.
         m = re.match(r"^([a-z_]+): (.*)$", msg, re.S)
@@ -302,6 +379,27 @@ def load_spec(name: str, directory: str | Path | None = None) -> AgentSpec:
     with path.open() as f:
         data = yaml.safe_load(f)
     return parse_spec(name, data, str(path))
+
+
+# The training section the trainer reads, per agent (a legacy one is refused where training starts).
+TRAINING_TYPES: dict[str, type[_Strict]] = {
+    "regime": SupervisedTraining,
+    "structure": StructurePretrainTraining,
+    "tactical": PretrainTraining,
+    "risk": DQNTraining,
+}
+
+
+def training_section(spec: AgentSpec) -> Any:
+    """The spec's training hyperparameters as the trainer reads them; a saved agent's legacy section
+    (exported before the specs were the trainer's source) is an error naming the agent."""
+    want = TRAINING_TYPES[spec.agent]
+    if type(spec.training) is not want:
+        raise SpecError(
+            f"{spec.agent}: the spec's training section is the legacy {type(spec.training).__name__}; "
+            f"training reads {want.__name__} (models/{spec.agent}.yaml)"
+        )
+    return spec.training
 
 
 def load_specs(directory: str | Path | None = None) -> dict[str, AgentSpec]:

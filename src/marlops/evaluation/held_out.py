@@ -13,6 +13,10 @@ from marlops.evaluation.baselines import default_baselines
 from marlops.evaluation.report import evaluate_and_report
 from marlops.evaluation.runner import EvaluationResult
 
+# The synthetic markets the evaluation (and the goals) are measured on by default: nothing may be chosen on
+# them (training uses its validation_seed, tuning too: marlops.tuning refuses these).
+HELD_OUT_SEEDS: tuple[int, ...] = (101, 102)
+
 
 def check_seeds(held_out: Sequence[int], fit: Sequence[int], model: str | Path | None = None) -> None:
     """Held-out seeds must differ from the HMM's fit seeds and from the seeds the team trained on."""
@@ -31,7 +35,7 @@ def check_seeds(held_out: Sequence[int], fit: Sequence[int], model: str | Path |
 def evaluate_team_held_out(
     model: str | Path,
     out: str | Path,
-    held_out: Sequence[int] = (101, 102),
+    held_out: Sequence[int] = HELD_OUT_SEEDS,
     fit: Sequence[int] = (1, 2),
     days: float = 30.0,
     progress: bool = True,

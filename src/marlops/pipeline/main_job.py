@@ -149,10 +149,11 @@ def run_main_job(
     on_progress: Callable[[int], None] | None = None,
 ) -> MainJobResult:
     from marlops.pipeline.steps import gate_config
-    from marlops.training.market import BUDGETS
+    from marlops.training.market import budgets
 
-    if cfg.budget not in BUDGETS:  # before anything runs (the pipeline would only fail at its train step)
-        raise ValueError(f"budget: unknown {cfg.budget!r}; expected one of {sorted(BUDGETS)}")
+    named = budgets()  # models/team.yaml
+    if cfg.budget not in named:  # before anything runs (the pipeline would only fail at its train step)
+        raise ValueError(f"budget: unknown {cfg.budget!r}; expected one of {sorted(named)}")
     gate_config(cfg.gate)  # a bad --gate fails here, not at the register step after training
     wd = cfg.workdir.resolve()
     wd.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@
 One MLflow run per team: a run whose tag ``marlops.team`` equals the folder's team id is reused
 (:func:`log_training_run` is idempotent; a rerun of the main job does not add runs). What is logged:
 
-- params: the training config from summary.json, flattened (``config.seed``, ``config.updates`` …);
+- params: the training config from summary.json, flattened (``config.seed``, ``config.team.updates`` …:
+  every hyperparameter that trained the team), and ``config_sources.<file>``: the models/*.yaml hashes;
 - metrics: summary figures as ``train.<name>`` (``train.final.<name>`` for the last update's), every
   line of metrics.jsonl as ``<stage>.<name>`` at its ``step``, and — with an evaluation — every
   aggregate of report.json as ``eval.<with_costs|without_costs>.<policy>.<metric>`` and its 95 %
@@ -146,6 +147,8 @@ def _log_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> Non
 
 def training_params(run: TrainingRun) -> dict[str, str]:
     params = {f"config.{k}": _json(v)[:_MAX_PARAM] for k, v in flatten(run.config).items()}
+    for k, v in (run.summary.get("config_sources") or {}).items():  # the models/*.yaml files' hashes
+        params[f"config_sources.{k}"] = str(v)[:_MAX_PARAM]
     if "world_size" in run.summary:
         params["world_size"] = str(run.summary["world_size"])
     return params

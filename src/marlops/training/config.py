@@ -1,81 +1,176 @@
-"""Every setting of a training run, one section per stage, and the named budgets.
+"""Every setting of a training run, one section per stage, and the named budgets: one typed config
+(:class:`TrainConfig`) whose values come from YAML only.
+
+- each agent's own hyperparameters: the ``training:`` section of ``models/<agent>.yaml`` (validated by
+  :mod:`marlops.agents.specs`), read into the ``regime`` / ``structure`` / ``tactical`` / ``risk`` sections;
+- team-level settings (markets, budget sizes, the team stage's MAPPO, the risk stage's environment, reward
+  and calibration): ``models/team.yaml``, the YAML twin of this module's dataclasses;
+- budgets (``ci``, ``small``, ``default``, ``gpu``): dotted overlays (``"regime.epochs"``) in team.yaml's
+  ``budgets:``, applied by :func:`budget_config` over :func:`default_config`, then the caller's overrides.
+
+No dataclass here carries a hyperparameter default: a key missing from the YAML, unknown to the dataclass or
+set in two places is an error naming it. ``$MARLOPS_MODELS_DIR`` switches the whole folder.
 
 A run's configuration is compared field by field when it resumes (``TrainConfig.key``): a checkpoint is
-only continued by the configuration that wrote it. Budgets are sets of dotted overrides
-(``"regime.epochs"``) over the defaults; :func:`budget_config` applies one and then the caller's.
+only continued by the configuration that wrote it; ``summary.json`` and the MLflow run keep it whole.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from marlops.training.pretrain import PretrainConfig
+import yaml
+
+from marlops.agents.specs import load_specs, models_dir, training_section
+from marlops.training.dqn import DQNConfig
+from marlops.training.mappo import MAPPOConfig
+from marlops.training.pretrain import PretrainConfig, StructurePretrainConfig
 from marlops.training.regime_targets import check_targets
 
+TEAM_FILE = "team.yaml"
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class RegimeStageConfig:
-    """Stage 1: the regime agent on the true regimes (class-weighted cross-entropy + forward volatility)."""
+    """Stage 1: the regime agent on its targets (class-weighted cross-entropy + forward volatility).
+    Hyperparameters: models/regime.yaml ``training``; ``targets``: team.yaml."""
 
-    epochs: int = 4
-    max_samples: int | None = 12_000  # per epoch (None: all)
-    batch_size: int | None = None  # None: the spec's
-    lr: float | None = 1e-3  # None: the spec's; a short CPU run needs the larger step (docs/training.md)
-    # weight of the ceiling filter's soft targets against the hard labels (synthetic training markets only)
-    distill: float = 1.0
+    epochs: int
+    max_samples: int | None  # per epoch (None: all)
+    batch_size: int
+    lr: float
+    weight_decay: float
+    label_smoothing: float
+    volatility_loss_weight: float
+    max_grad_norm: float
+    warmup_steps: int
+    distill: float  # weight of the ceiling filter's soft targets against the hard labels
     # what the regime agent learns from (training/regime_targets.py): auto | labels | hmm | transfer
-    targets: str = "auto"
-    labels: str | None = None  # a ts,regime file (CSV/Parquet) for 'labels' on a dataset without its own
+    targets: str
+    labels: str | None = None  # an input, not a hyperparameter: a ts,regime file for 'labels'
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TeamStageConfig:
     """Stage 4: MAPPO fine-tuning of structure's and tactical's communication and heads over their frozen
-    encoders, with the centralized critic (the risk agent learns on the same rollouts: RiskStageConfig)."""
+    encoders, with the centralized critic: one joint update, so its settings are team-level (team.yaml);
+    :meth:`mappo` sets every :class:`MAPPOConfig` hyperparameter from them."""
 
-    updates: int = 60
-    n_envs: int = 64
-    rollout_steps: int = 128
-    ppo_epochs: int = 4
-    n_minibatches: int = 4
-    lr: float = 1e-4
-    ent_coef: float = 0.003
-    gamma: float = 0.99
-    clip_coef: float = 0.1  # small steps: the pretrained policy is the starting point, not noise
-    kl_coef: float = 0.5  # KL(pretrained ‖ policy) anchor in the actors' loss (0: none)
+    updates: int
+    n_envs: int
+    rollout_steps: int
+    ppo_epochs: int
+    n_minibatches: int
+    lr: float
+    critic_lr_scale: float
+    anneal_lr: bool
+    ent_coef: float
+    gamma: float
+    gae_lambda: float
+    clip_coef: float
+    value_clip: float | None
+    vf_coef: float
+    max_grad_norm: float
+    norm_adv: bool
+    value_norm: bool
+    value_norm_decay: float | None
+    target_kl: float | None
+    kl_coef: float  # KL(pretrained ‖ policy) anchor in the actors' loss (0: none)
+
+    def mappo(self, seed: int) -> MAPPOConfig:
+        return MAPPOConfig(
+            total_steps=self.updates * self.rollout_steps * self.n_envs,
+            rollout_steps=self.rollout_steps,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            lr_actor=self.lr,
+            lr_critic=self.critic_lr_scale * self.lr,
+            anneal_lr=self.anneal_lr,
+            update_epochs=self.ppo_epochs,
+            n_minibatches=self.n_minibatches,
+            clip_coef=self.clip_coef,
+            value_clip=self.value_clip,
+            vf_coef=self.vf_coef,
+            ent_coef=self.ent_coef,
+            max_grad_norm=self.max_grad_norm,
+            norm_adv=self.norm_adv,
+            value_norm=self.value_norm,
+            value_norm_decay=self.value_norm_decay,
+            target_kl=self.target_kl,
+            seed=seed,
+            progress=False,
+        )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RiskStageConfig:
-    """Stage 5: the risk agent's double DQN on prioritized replay against the frozen team (the rest of its
-    settings: models/risk.yaml)."""
+    """Stage 5: the risk agent's double DQN on prioritized replay against the frozen team. The DQN's
+    hyperparameters come from models/risk.yaml ``training`` (:meth:`dqn`); how the stage drives it
+    (steps, environments, reward, calibration) from team.yaml."""
 
-    steps: int = 4000  # vectorized env steps (each moves every one of the n_envs environments)
-    n_envs: int = 32
-    steps_per_market: int = 1000  # markets take turns every this many steps
-    drawdown_penalty: float = 0.5  # the environment's drawdown weight in the risk agent's reward
-    drawdown_weight: float = 2.0  # calibration: utility = return − this × max drawdown (risk_calibration.py)
-    calibration_days: float = 10.0  # calibration episodes: this long (a few days say little about drawdown)
-    calibration_episodes: int = 8  # per validation market
-    learning_starts: int = 4096  # transitions
-    buffer_size: int = 200_000
-    batch_size: int = 128
-    epsilon_decay_steps: int = 60_000  # transitions
-    target_update: int = 500  # gradient steps
-    train_every: int = 1  # vectorized env steps per gradient step
-    checkpoint_steps: int = 500
+    steps: int  # vectorized env steps (each moves every one of the n_envs environments)
+    n_envs: int
+    steps_per_market: int  # markets take turns every this many steps
+    drawdown_penalty: float  # the environment's drawdown weight in the risk agent's reward
+    drawdown_weight: float  # calibration: utility = return − this × max drawdown (risk_calibration.py)
+    calibration_days: float
+    calibration_episodes: int  # per validation market
+    checkpoint_steps: int
+    # models/risk.yaml training (DQNConfig's fields, target_tau aside)
+    lr: float
+    gamma: float
+    n_step: int
+    buffer_size: int
+    batch_size: int
+    learning_starts: int
+    train_every: int
+    target_update: int
+    double_dqn: bool
+    huber_delta: float
+    max_grad_norm: float
+    per_alpha: float
+    per_beta_start: float
+    per_beta_end: float
+    per_beta_steps: int
+    per_eps: float
+    epsilon_start: float
+    epsilon_end: float
+    epsilon_decay_steps: int
+
+    def dqn(self) -> DQNConfig:
+        names = {f.name for f in dataclasses.fields(DQNConfig)} - {"target_tau"}
+        return DQNConfig(**{n: getattr(self, n) for n in names})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Everything a run depends on; a resumed run must have the same values (``out`` aside)."""
+    """Everything a run depends on; a resumed run must have the same values (``out`` aside). Built by
+    :func:`default_config` / :func:`budget_config` from models/*.yaml."""
 
-    seed: int = 0
-    train_seeds: tuple[int, ...] = (1001, 1002)  # synthetic markets; every worker trains on all of them
-    validation_seed: int = 3001  # a market no stage learns from: the figures printed and the risk calibration
-    days: int = 365  # per training market
+    seed: int
+    train_seeds: tuple[int, ...]  # synthetic markets; every worker trains on all of them
+    validation_seed: int  # a market no stage learns from: the figures printed, the risk calibration, tuning
+    days: int  # per training market
+    episode_bars: int
+    # a dataset run trains on the first (1 − holdout_fraction) of its bars only: the end is what
+    # `marlops evaluate --data … --folds N` tests on (its test fraction, 0.5); 0 trains on all of it
+    holdout_fraction: float
+    # the last this fraction of the trained part is the dataset run's validation market (no stage learns
+    # from it: the figures printed and the risk agent's calibration)
+    validation_fraction: float
+    checkpoint_every: int  # team updates (and after every pretraining epoch)
+    # torch intra-op threads per worker (None: torch's default). One on small CPUs: with other work on a
+    # 2-core machine, two threads' OpenMP spin-waits made an update ~5× slower (227 s vs 41 s measured).
+    threads: int | None
+    regime: RegimeStageConfig
+    structure: StructurePretrainConfig
+    tactical: PretrainConfig
+    team: TeamStageConfig
+    risk: RiskStageConfig
+    # inputs, not hyperparameters:
     # a dataset folder (``MarketDataset``) to train on instead of the synthetic train seeds: the pipeline's
     # build-features step hands over the data it wrote the Feast sources from
     dataset: str | None = None
@@ -84,24 +179,8 @@ class TrainConfig:
     # online store serves; ``instrument`` is the dataset's id there (None: its lineage.json's, else SYNTH)
     feast_dir: str | None = None
     instrument: str | None = None
-    # a dataset run trains on the first (1 − holdout_fraction) of its bars only: the end is what
-    # `marlops evaluate --data … --folds N` tests on (its test fraction, 0.5); 0 trains on all of it
-    holdout_fraction: float = 0.5
-    # the last this fraction of the trained part is the dataset run's validation market (no stage learns
-    # from it: the figures printed and the risk agent's calibration)
-    validation_fraction: float = 0.2
     # warm start: the agents' weights from a champion (``models:/marlops-{agent}@champion``) or a run folder
     init_from: str | None = None
-    episode_bars: int = 576
-    regime: RegimeStageConfig = field(default_factory=RegimeStageConfig)
-    structure: PretrainConfig = field(default_factory=lambda: PretrainConfig(epochs=2))
-    tactical: PretrainConfig = field(default_factory=lambda: PretrainConfig(epochs=1, max_samples=60_000))
-    team: TeamStageConfig = field(default_factory=TeamStageConfig)
-    risk: RiskStageConfig = field(default_factory=RiskStageConfig)
-    checkpoint_every: int = 10  # team updates (and after every pretraining epoch)
-    # torch intra-op threads per worker (None: torch's default). One on small CPUs: with other work on a
-    # 2-core machine, two threads' OpenMP spin-waits made an update ~5× slower (227 s vs 41 s measured).
-    threads: int | None = 1
 
     def __post_init__(self) -> None:
         check_targets(self.regime.targets)
@@ -119,81 +198,98 @@ class TrainConfig:
         return key
 
 
-# Budgets: "ci" runs in seconds (tests), "small" in ≤ 5 min (the main job), "default" in ≤ 30 min on a 2-core
-# CPU, "gpu" is the larger run for GPU nodes. Measured outcomes: docs/training.md.
-BUDGETS: dict[str, dict[str, Any]] = {
-    "ci": {
-        "train_seeds": (11,),
-        "validation_seed": 12,
-        "days": 10,
-        "episode_bars": 192,
-        "regime.epochs": 1,
-        "regime.max_samples": 64,
-        "regime.batch_size": 32,
-        "structure.epochs": 1,
-        "structure.max_samples": 64,
-        "structure.batch_size": 32,
-        "tactical.epochs": 1,
-        "tactical.max_samples": 64,
-        "tactical.batch_size": 32,
-        "team.updates": 3,
-        "team.n_envs": 4,
-        "team.rollout_steps": 16,
-        "team.ppo_epochs": 1,
-        "team.n_minibatches": 1,
-        "risk.steps": 24,
-        "risk.n_envs": 4,
-        "risk.steps_per_market": 24,
-        "risk.learning_starts": 32,
-        "risk.buffer_size": 2048,
-        "risk.batch_size": 16,
-        "risk.epsilon_decay_steps": 64,
-        "risk.target_update": 10,
-        "risk.checkpoint_steps": 12,
-        "risk.calibration_days": 0.5,
-        "risk.calibration_episodes": 2,
-        "checkpoint_every": 1,
-    },
-    "small": {
-        "days": 90,
-        "train_seeds": (1001,),
-        "regime.epochs": 3,
-        "regime.max_samples": None,
-        # ~4,000 decisions: smaller batches and more passes, or structure takes too few steps to leave flat
-        "structure.epochs": 6,
-        "structure.batch_size": 64,
-        "tactical.max_samples": 15_000,
-        "team.updates": 10,
-        "team.n_envs": 32,
-        "risk.steps": 1000,
-        "risk.learning_starts": 2048,
-        "risk.epsilon_decay_steps": 16_000,
-        "risk.calibration_episodes": 4,
-    },
-    "default": {},
-    "gpu": {
-        "threads": None,
-        "days": 730,
-        "train_seeds": (1001, 1002, 1003, 1004),
-        "regime.epochs": 20,
-        "regime.batch_size": 512,
-        "structure.epochs": 10,
-        "tactical.epochs": 3,
-        "tactical.max_samples": None,
-        "team.updates": 1000,
-        "team.n_envs": 256,
-        "team.rollout_steps": 256,
-        "team.n_minibatches": 8,
-        "risk.steps": 40_000,
-        "risk.n_envs": 128,
-        "risk.learning_starts": 20_000,
-        "risk.buffer_size": 1_000_000,
-        "risk.batch_size": 256,
-        "risk.epsilon_decay_steps": 1_000_000,
-        "risk.target_update": 2000,
-        "checkpoint_every": 20,
-    },
-}
+# ------------------------------------------------------------------------------------ from the YAML files
+
+
+def _build(cls: type, where: str, *sources: tuple[str, dict[str, Any]]) -> Any:
+    """``cls`` from the union of ``sources`` ((origin, mapping) pairs): every field without a default must
+    be given, none twice, no unknown key."""
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for src, data in sources:
+        for k, v in data.items():
+            if k in values:
+                raise ValueError(f"{where}.{k}: set in both {origin[k]} and {src}; one place only")
+            values[k], origin[k] = (tuple(v) if isinstance(v, list) else v), src
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(values.keys() - fields.keys())
+    if unknown:
+        raise ValueError(f"{where}: unknown setting(s) {unknown} in {sorted(set(origin.values()))}")
+    missing = sorted(
+        n
+        for n, f in fields.items()
+        if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    if missing:
+        raise ValueError(f"{where}: missing setting(s) {missing} (models/{TEAM_FILE} or the agent's spec)")
+    return cls(**values)
+
+
+def team_file(directory: str | Path | None = None) -> Path:
+    return (Path(directory) if directory is not None else models_dir()) / TEAM_FILE
+
+
+def load_team_yaml(directory: str | Path | None = None) -> dict[str, Any]:
+    path = team_file(directory)
+    if not path.is_file():
+        raise FileNotFoundError(f"team training settings not found: {path}")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def spec_training(directory: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """Each agent's ``training`` section as plain data (``objective`` aside): what the trainer reads."""
+    specs = load_specs(directory)
+    out = {}
+    for name, spec in specs.items():
+        section = training_section(spec).model_dump()
+        section.pop("objective")
+        out[name] = section
+    return out
+
+
+def default_config(directory: str | Path | None = None) -> TrainConfig:
+    """The configuration of models/ (or ``directory``): team.yaml with every agent's spec ``training``."""
+    team = load_team_yaml(directory)
+    team.pop("budgets", None)
+    agents = spec_training(directory)
+    src = str(team_file(directory))
+    sections = {
+        "regime": RegimeStageConfig,
+        "structure": StructurePretrainConfig,
+        "tactical": PretrainConfig,
+        "risk": RiskStageConfig,
+    }
+    built: dict[str, Any] = {}
+    for name, cls in sections.items():
+        built[name] = _build(
+            cls, name, (f"models/{name}.yaml training", agents[name]), (src, team.pop(name, None) or {})
+        )
+    built["team"] = _build(TeamStageConfig, "team", (src, team.pop("team", None) or {}))
+    return _build(TrainConfig, "config", (src, team), ("the agents' specs", built))
+
+
+def config_sources(directory: str | Path | None = None) -> dict[str, str]:
+    """Where a run's configuration came from: the models folder and the sha256 (12 hex) of each file read
+    (summary.json and the MLflow run keep it beside the whole configuration)."""
+    import hashlib
+
+    from marlops.team import AGENTS
+
+    root = Path(directory) if directory is not None else models_dir()
+    out = {"models_dir": str(root.resolve())}
+    for name in (*AGENTS, TEAM_FILE.removesuffix(".yaml")):
+        out[f"{name}.yaml"] = hashlib.sha256((root / f"{name}.yaml").read_bytes()).hexdigest()[:12]
+    return out
+
+
+def budgets(directory: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The named budgets: dotted overlays of :func:`default_config` (team.yaml ``budgets``)."""
+    found = load_team_yaml(directory).get("budgets") or {}
+    return {name: dict(overlay or {}) for name, overlay in found.items()}
+
 
 # Flat names the CLI and the pipelines pass, and where they live.
 ALIASES = {"updates": "team.updates", "regime_targets": "regime.targets", "labels": "regime.labels"}
@@ -212,17 +308,18 @@ def with_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
             sub = getattr(cfg, section)
             if not dataclasses.is_dataclass(sub) or leaf not in {f.name for f in dataclasses.fields(sub)}:
                 raise ValueError(f"{name}: not a training setting")
-            nested.setdefault(section, {})[leaf] = value
+            nested.setdefault(section, {})[leaf] = tuple(value) if isinstance(value, list) else value
         else:
-            top[section] = value
+            top[section] = tuple(value) if isinstance(value, list) else value
     for section, values in nested.items():
         top[section] = dataclasses.replace(getattr(cfg, section), **values)
     return dataclasses.replace(cfg, **top)
 
 
-def budget_config(budget: str, **overrides: Any) -> TrainConfig:
+def budget_config(budget: str, directory: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """The named budget with ``overrides`` (``None`` values are ignored: the CLI passes unset options so)."""
-    if budget not in BUDGETS:
-        raise ValueError(f"budget: unknown {budget!r}; expected one of {sorted(BUDGETS)}")
-    cfg = with_overrides(TrainConfig(), BUDGETS[budget])
+    named = budgets(directory)
+    if budget not in named:
+        raise ValueError(f"budget: unknown {budget!r}; expected one of {sorted(named)}")
+    cfg = with_overrides(default_config(directory), named[budget])
     return with_overrides(cfg, {k: v for k, v in overrides.items() if v is not None})

@@ -89,36 +89,37 @@ def _default_q_fn(net: nn.Module, obs: tuple[Tensor, ...]) -> Tensor:
     return net(*obs)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DQNConfig:
-    """DQN hyperparameters; :meth:`from_spec` fills them from ``models/risk.yaml``'s ``training``.
+    """DQN hyperparameters, no defaults: their one source is ``models/risk.yaml``'s ``training``
+    (:meth:`from_spec`; ``marlops train`` builds it through ``TrainConfig.risk``, budgets overlaid).
 
     The learner uses the optimisation, target and PER fields; ``buffer_size``, ``learning_starts``,
     ``train_every`` and the ε schedule are carried for the collection loop that drives it.
-    ``target_tau`` (not in the spec today) switches the hard copy every ``target_update`` steps to a
-    Polyak update ``θ' ← τθ + (1-τ)θ'`` after every step.
+    ``target_tau`` (not in the spec: the trainer keeps the hard copy) switches the hard copy every
+    ``target_update`` steps to a Polyak update ``θ' ← τθ + (1-τ)θ'`` after every step.
     """
 
-    lr: float = 1e-4
-    gamma: float = 0.99
-    n_step: int = 1
-    buffer_size: int = 200_000
-    batch_size: int = 256
-    learning_starts: int = 5_000
-    train_every: int = 4
-    target_update: int = 2_000
+    lr: float
+    gamma: float
+    n_step: int
+    buffer_size: int
+    batch_size: int
+    learning_starts: int
+    train_every: int
+    target_update: int
     target_tau: float | None = None
-    double_dqn: bool = True
-    huber_delta: float = 1.0
-    max_grad_norm: float = 10.0
-    per_alpha: float = 0.6
-    per_beta_start: float = 0.4
-    per_beta_end: float = 1.0
-    per_beta_steps: int = 100_000
-    per_eps: float = 1e-6
-    epsilon_start: float = 1.0
-    epsilon_end: float = 0.02
-    epsilon_decay_steps: int = 50_000
+    double_dqn: bool
+    huber_delta: float
+    max_grad_norm: float
+    per_alpha: float
+    per_beta_start: float
+    per_beta_end: float
+    per_beta_steps: int
+    per_eps: float
+    epsilon_start: float
+    epsilon_end: float
+    epsilon_decay_steps: int
 
     def __post_init__(self) -> None:
         if self.target_tau is not None and not 0.0 < self.target_tau <= 1.0:
@@ -129,8 +130,8 @@ class DQNConfig:
 
     @classmethod
     def from_spec(cls, spec: AgentSpec | DQNTraining, **overrides: Any) -> DQNConfig:
-        """From a risk spec (or its ``training`` section); fields the spec lacks keep their defaults,
-        so a field added to the spec later (e.g. ``target_tau``) is picked up by name."""
+        """From a risk spec (or its ``training`` section) with ``overrides``; a field the spec adds later
+        (e.g. ``target_tau``) is picked up by name."""
         training = spec if isinstance(spec, DQNTraining) else spec.training
         if getattr(training, "objective", None) != "dqn":
             raise ValueError(

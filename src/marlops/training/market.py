@@ -45,7 +45,12 @@ from marlops.market.dataset import MarketDataset
 from marlops.market.synthetic import SyntheticMarketConfig
 from marlops.training import distributed
 from marlops.training.checkpoint import load_latest
-from marlops.training.config import BUDGETS, TrainConfig, budget_config  # noqa: F401 (re-exported)
+from marlops.training.config import (  # noqa: F401 (re-exported)
+    TrainConfig,
+    budget_config,
+    budgets,
+    config_sources,
+)
 from marlops.training.holdout import DatasetSplit, dataset_split, split_record
 from marlops.training.mappo import seed_everything
 from marlops.training.regime import balanced_accuracy, predict, regime_samples
@@ -69,6 +74,7 @@ from marlops.training.stages import (
     run_team,
 )
 from marlops.training.team import TeamCritic, TeamModels, TrainedTeam
+from marlops.training.validation import ValidationFigures
 
 
 @dataclass
@@ -230,11 +236,19 @@ def train_team(
     out: str | Path,
     progress: bool = True,
     on_update: Callable[[dict[str, float]], None] | None = None,
+    on_validation: Callable[[int, ValidationFigures], None] | None = None,
+    validation_episodes: int | None = None,
 ) -> TrainSummary:
-    """Run (or resume) every stage; returns what rank 0 saw. Safe to call again on a finished ``out``."""
+    """Run (or resume) every stage; returns what rank 0 saw. Safe to call again on a finished ``out``.
+
+    ``validation_episodes``: score the team on that many episodes per validation market
+    (training/validation.py) after every team update (``on_validation(update, figures)``, which may stop
+    the run by raising) and the whole team at the end (``summary.json``'s ``validation``); None: neither."""
     dist = distributed.init()
     try:
-        return _train(cfg, Path(out), dist, progress and dist.is_main, on_update)
+        return _train(
+            cfg, Path(out), dist, progress and dist.is_main, on_update, on_validation, validation_episodes
+        )
     finally:
         distributed.shutdown(dist)
 
@@ -245,6 +259,8 @@ def _train(
     dist: distributed.Dist,
     progress: bool,
     on_update: Callable[[dict[str, float]], None] | None,
+    on_validation: Callable[[int, ValidationFigures], None] | None = None,
+    validation_episodes: int | None = None,
 ) -> TrainSummary:
     start = time.perf_counter()
     if cfg.threads:
@@ -293,6 +309,8 @@ def _train(
         step=resumed[0] if resumed else 0,
         targets=data.targets,
         env=data.env,
+        on_validation=on_validation if validation_episodes else None,
+        validation_episodes=validation_episodes or 0,
     )
     run_regime(ctx)
     run_structure(ctx)
@@ -300,6 +318,7 @@ def _train(
     team = make_team_stage(ctx)
     run_team(ctx, team, on_update)
     risk_metrics = run_risk(ctx)
+    validation = ctx.validate(use_risk=True).as_dict() if validation_episodes else None
 
     val_bacc = float("nan")  # nothing to score against where the validation market has no labels
     if data.regime_validation is not None:
@@ -327,10 +346,13 @@ def _train(
             "wall_s": time.perf_counter() - start,
             "resumed_from": resumed[0] if resumed else None,
             "init_from": cfg.init_from,
-            "config": cfg.key(),
+            "config": cfg.key(),  # every setting (and hyperparameter) that trained the team
+            "config_sources": config_sources(),
             "final": team.last,
             "risk": risk_metrics,
         }
+        if validation is not None:  # the whole team on the validation markets (training/validation.py)
+            summary["validation"] = validation
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     dist.barrier()
     return TrainSummary(

@@ -41,20 +41,27 @@ from marlops.training.targets import base_decision_bars, forward_z, level_utilit
 _LEVELS = torch.tensor(STRUCTURE_BIAS_LEVELS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PretrainConfig:
-    """One agent's pretraining: epochs of minibatch AdamW over (at most ``max_samples`` of) its samples."""
+    """One agent's pretraining: epochs of minibatch AdamW over (at most ``max_samples`` of) its samples.
+    The values: the agent's models/<agent>.yaml ``training`` (marlops.training.config builds it)."""
 
-    epochs: int = 2
-    max_samples: int | None = None  # per epoch
-    batch_size: int = 256
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    max_grad_norm: float = 1.0
-    horizon_bars: int = 36  # structure: forward return horizon, base bars (3 h on 5-minute bars)
-    cost: float = 0.05  # structure: utility cost per unit |bias| (in units of the horizon's σ)
-    risk_aversion: float = 0.2  # structure: ½·λ·b² utility penalty
-    entropy_coef: float = 0.01
+    epochs: int
+    max_samples: int | None  # per epoch
+    batch_size: int
+    lr: float
+    weight_decay: float
+    max_grad_norm: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class StructurePretrainConfig(PretrainConfig):
+    """Structure's pretraining: its utility's horizon and costs, and the policy's entropy bonus."""
+
+    horizon_bars: int  # forward return horizon, base bars (3 h on 5-minute bars)
+    cost: float  # utility cost per unit |bias| (in units of the horizon's σ)
+    risk_aversion: float  # ½·λ·b² utility penalty
+    entropy_coef: float
 
 
 def _t(x: np.ndarray) -> Tensor:
@@ -125,7 +132,7 @@ class StructureSamples:
 
 
 def structure_samples(
-    markets: Sequence[tuple[MarketData, np.ndarray]], cfg: PretrainConfig
+    markets: Sequence[tuple[MarketData, np.ndarray]], cfg: StructurePretrainConfig
 ) -> StructureSamples:
     """``markets``: (data, the regime agent's message per higher bar (H, 64)) pairs."""
     xs, msgs, us = [], [], []
@@ -147,11 +154,12 @@ class StructurePretrainer(_EpochTrainer):
         self,
         net: StructureNet,
         samples: StructureSamples,
-        cfg: PretrainConfig,
+        cfg: StructurePretrainConfig,
         dist: Dist | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(net, len(samples), cfg, dist, seed)
+        self.cfg: StructurePretrainConfig = cfg
         self.samples = samples
 
     def step(self, idx: np.ndarray) -> tuple[Tensor, dict[str, float]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,8 +117,11 @@ class RegimeTrainer(EpochCheckpoint):
         total_steps: int | None = None,
         fresh: bool = True,
         distill: float = 0.0,
+        hp: Any = None,
     ) -> None:
-        t = net.spec.training
+        # the run's hyperparameters (TrainConfig.regime: models/regime.yaml with the budget); by default the
+        # network's own spec's
+        t = net.spec.training if hp is None else hp
         self.net, self.samples, self.dist = net, samples, dist or Dist()
         self.batch_size = t.batch_size
         self.opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)

@@ -111,6 +111,8 @@ class RiskController:
         seed: int,
         grad_hook: Callable[[list[nn.Parameter]], None] | None = None,
     ) -> None:
+        if config.n_step != 1:  # every stored transition is one step, discounted by γ (observe)
+            raise ValueError(f"n_step: the risk controller stores one-step transitions; got {config.n_step}")
         self.config = config
         self.learner = DQNLearner(
             net,

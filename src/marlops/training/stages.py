@@ -26,14 +26,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from marlops.agents.specs import load_specs
 from marlops.env.market_env import EnvConfig, MarketData, VecMarketEnv
 from marlops.market.synthetic import SyntheticMarketConfig
 from marlops.training import distributed
 from marlops.training.checkpoint import save_checkpoint
 from marlops.training.config import TrainConfig
-from marlops.training.dqn import DQNConfig
-from marlops.training.mappo import MAPPO, MAPPOConfig, _EpisodeLog
+from marlops.training.mappo import MAPPO, _EpisodeLog
 from marlops.training.pretrain import (
     StructurePretrainer,
     TacticalPretrainer,
@@ -46,6 +44,7 @@ from marlops.training.regime_targets import RegimeTargets
 from marlops.training.risk import RiskController, no_op_noise, proposal
 from marlops.training.risk_calibration import add_allow_margin, choose_allow_margin
 from marlops.training.team import MarketsTeamEnv, TeamCritic, TeamModels, TeamVecEnv, TrainedTeam
+from marlops.training.validation import ValidationFigures, validation_figures
 
 STAGES = ("regime", "structure", "tactical", "team", "risk")
 
@@ -68,6 +67,24 @@ class StageContext:
     # what the regime stage learns from (None: the training markets' own labels, the teacher where known)
     targets: RegimeTargets | None = None
     env: EnvConfig = field(default_factory=EnvConfig)  # costs: a dataset's own (meta.json), else defaults
+    # the validation figure during the team stage (training/validation.py): called with (update, figures)
+    # every validate_every updates, on validation_episodes episodes per validation market (the tuner's
+    # pruner); None: never computed, and the run is exactly what it is without it
+    on_validation: Callable[[int, ValidationFigures], None] | None = None
+    validate_every: int = 1
+    validation_episodes: int = 4
+
+    def validate(self, use_risk: bool) -> ValidationFigures:
+        return validation_figures(
+            self.models,
+            self.validation,
+            self.cfg.episode_bars,
+            self.validation_episodes,
+            self.cfg.risk.drawdown_weight,
+            seed=self.cfg.seed,
+            env_config=self.env,
+            use_risk=use_risk,
+        )
 
     def checkpoint(self, stage: str) -> None:
         self.step += 1
@@ -135,7 +152,7 @@ def run_regime(ctx: StageContext) -> None:
             raise
         ctx.log({"stage": "regime", "event": "no_teacher", "reason": str(e)})
         samples = concat_samples([regime_samples(d) for d in markets])
-    batch = cfg.batch_size or regime_net.spec.training.batch_size
+    batch = cfg.batch_size
     n = min(len(samples), cfg.max_samples or len(samples))
     per_epoch = max(1, n // ctx.dist.world_size // batch)
     trainer = RegimeTrainer(
@@ -146,10 +163,8 @@ def run_regime(ctx: StageContext) -> None:
         total_steps=per_epoch * cfg.epochs,
         fresh=not ctx.cfg.init_from,
         distill=cfg.distill,
+        hp=cfg,
     )
-    trainer.batch_size = batch
-    if cfg.lr is not None:
-        trainer.lr = cfg.lr
     if "regime" in ctx.state:
         trainer.load_state_dict(ctx.state["regime"])
     _epochs(ctx, "regime", trainer, cfg.epochs, per_epoch)
@@ -206,23 +221,7 @@ def make_team_stage(ctx: StageContext) -> TeamStage:
         actor.anchor(cfg.kl_coef)  # the pretrained policy, before any update (a resumed run loads over it)
     critic = TeamCritic()
     mappo = MAPPO(
-        [m.structure_actor, m.tactical_actor],
-        critic,
-        MAPPOConfig(
-            total_steps=cfg.updates * cfg.rollout_steps * cfg.n_envs,
-            rollout_steps=cfg.rollout_steps,
-            gamma=cfg.gamma,
-            lr_actor=cfg.lr,
-            lr_critic=3 * cfg.lr,
-            update_epochs=cfg.ppo_epochs,
-            n_minibatches=cfg.n_minibatches,
-            ent_coef=cfg.ent_coef,
-            clip_coef=cfg.clip_coef,
-            max_grad_norm=0.5,
-            seed=ctx.cfg.seed + ctx.dist.rank,
-            progress=False,
-        ),
-        ctx.dist,
+        [m.structure_actor, m.tactical_actor], critic, cfg.mappo(seed=ctx.cfg.seed + ctx.dist.rank), ctx.dist
     )
     if "mappo" in ctx.state:
         mappo.load_state_dict(ctx.state["mappo"])
@@ -268,6 +267,8 @@ def run_team(
                 ctx.checkpoint("team")
             if on_update is not None:
                 on_update(metrics)
+            if ctx.on_validation is not None and mappo.updates_done % ctx.validate_every == 0:
+                ctx.on_validation(mappo.updates_done, ctx.validate(use_risk=False))
             bar.update(1)
             bar.set_postfix(r=f"{metrics['reward_mean']:.4f}", ev=f"{metrics['explained_variance']:.2f}")
     for net in (ctx.models.structure, ctx.models.tactical):
@@ -298,15 +299,7 @@ def run_risk(ctx: StageContext) -> dict[str, float]:
     markets = _shard(ctx.markets, ctx.dist)
     risk = RiskController(
         m.risk,
-        DQNConfig.from_spec(
-            load_specs()["risk"],
-            learning_starts=cfg.learning_starts,
-            buffer_size=cfg.buffer_size,
-            batch_size=cfg.batch_size,
-            epsilon_decay_steps=cfg.epsilon_decay_steps,
-            target_update=cfg.target_update,
-            train_every=cfg.train_every,
-        ),
+        cfg.dqn(),
         markets,
         seed=ctx.cfg.seed + ctx.dist.rank,
         grad_hook=ctx.dist.all_reduce_grads,
@@ -343,7 +336,7 @@ def run_risk(ctx: StageContext) -> dict[str, float]:
                 risk.observe(where, records, a["risk"], reward, done)
                 team.first |= done  # a finished episode restarts: the slow agents speak at its first step
                 done_steps += 1
-                if done_steps % cfg.train_every == 0:
+                if done_steps % risk.config.train_every == 0:
                     last = risk.train(1) or last
                 bar.update(1)
                 if done_steps % cfg.checkpoint_steps == 0 or done_steps == cfg.steps:
