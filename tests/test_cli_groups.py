@@ -14,7 +14,7 @@ import typer.main
 from marlops.cli import app
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-KNOWN = set("data decide run train evaluate registry pipeline serve deploy drift webhook agents".split())
+KNOWN = set("data decide run train evaluate registry pipeline serve deploy drift webhook agents tune".split())
 
 
 def _registered() -> dict[str, str]:

@@ -26,6 +26,7 @@ from marlops.pipeline.commands import pipeline_app, retraining_trigger, run_cmd
 from marlops.registry.commands import registry_app
 from marlops.serving.commands import decide_cmd, serve_app
 from marlops.training.commands import train_cmd
+from marlops.tuning.commands import tune_cmd
 
 app = typer.Typer(
     help="marlops: hierarchical multi-agent RL trading decisions and the MLOps platform around them.",
@@ -56,6 +57,7 @@ app.command("decide")(decide_cmd)  # tick replay through the engine or a decisio
 app.command("run")(run_cmd)  # the main job on embedded defaults (docs/pipelines.md)
 app.command("train")(train_cmd)  # staged training, torchrun workers (docs/training.md)
 app.command("evaluate")(evaluate_cmd)  # held-out seeds or walk-forward (docs/evaluation.md)
+app.command("tune")(tune_cmd)  # Optuna studies, Katib Experiments (docs/tuning.md)
 app.add_typer(data_app, name="data")  # synth / import / inspect (docs/market-data.md)
 app.add_typer(registry_app, name="registry")  # MLflow register / list / promote / rollback (docs/registry.md)
 app.add_typer(serve_app, name="serve")  # KServe agents, decision transformer, launcher (docs/serving.md)
