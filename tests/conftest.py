@@ -1,14 +1,18 @@
 """Fixtures shared by the test files: the embedded platform the pipeline runs use (tests/test_pipeline.py,
-tests/test_monitoring_e2e.py) and the tiny pipeline parameters they run with."""
+tests/test_monitoring_e2e.py), the tiny pipeline parameters they run with, and a private copy of models/
+(tests/test_hyperparameters.py, tests/test_tuning.py)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from marlops.agents.specs import MODELS_DIR_ENV, models_dir
 
 # the smallest pipeline run that still trains, evaluates and registers (the "ci" budget)
 TINY_PIPELINE: dict[str, Any] = dict(
@@ -39,3 +43,12 @@ def pipeline_params(platform: Path) -> Callable[..., dict[str, Any]]:
         }
 
     return params
+
+
+@pytest.fixture
+def models_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of models/ that the code under test reads ($MARLOPS_MODELS_DIR): edit it freely."""
+    d = tmp_path / "models"
+    shutil.copytree(models_dir(), d)
+    monkeypatch.setenv(MODELS_DIR_ENV, str(d))
+    return d

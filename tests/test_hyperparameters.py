@@ -6,14 +6,13 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from marlops.agents.specs import MODELS_DIR_ENV, TRAINING_TYPES, load_spec, models_dir, training_section
+from marlops.agents.specs import TRAINING_TYPES, load_spec, training_section
 from marlops.training import config as config_module
 from marlops.training import dqn, mappo, pretrain, regime, risk, stages
 from marlops.training.config import (
@@ -35,14 +34,6 @@ SECTION_TYPES = {
     "tactical": PretrainConfig,
     "risk": RiskStageConfig,
 }
-
-
-@pytest.fixture
-def models_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "models"
-    shutil.copytree(models_dir(), d)
-    monkeypatch.setenv(MODELS_DIR_ENV, str(d))
-    return d
 
 
 def _edit(path: Path, section: str | None, key: str, value: Any) -> None:

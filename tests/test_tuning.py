@@ -4,7 +4,6 @@ objective's markets (never the held-out seeds), the Katib Experiment, the comman
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,6 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from marlops.agents.specs import MODELS_DIR_ENV, models_dir
 from marlops.evaluation.held_out import HELD_OUT_SEEDS
 from marlops.training.config import budget_config, default_config
 from marlops.tuning.commands import tune_cmd
@@ -28,14 +26,6 @@ from marlops.tuning.space import load_space, parse_assignments
 from marlops.tuning.study import TuneOptions, optimize, trial_config, write_best, write_models
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def models_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "models"
-    shutil.copytree(models_dir(), d)
-    monkeypatch.setenv(MODELS_DIR_ENV, str(d))
-    return d
 
 
 def _app() -> typer.Typer:

@@ -110,13 +110,13 @@ def _core_validator(version: str, kind: str, api_version: str) -> jsonschema.pro
 # ---------------------------------------------------------------- custom kinds (CRD openAPIV3Schema)
 
 
-def _strict(schema: Any) -> Any:
+def strict_schema(schema: Any) -> Any:
     """A copy of a structural schema where objects with declared properties reject unknown fields."""
     if isinstance(schema, list):
-        return [_strict(s) for s in schema]
+        return [strict_schema(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: _strict(v) for k, v in schema.items()}
+    out = {k: strict_schema(v) for k, v in schema.items()}
     if (
         "properties" in schema
         and "additionalProperties" not in schema
@@ -164,7 +164,10 @@ def load_crds(root: Path) -> CrdSchemas:
                 if not v.get("served", True):
                     continue
                 schema = copy.deepcopy(v["schema"]["openAPIV3Schema"])
-                by_gvk[(f"{spec['group']}/{v['name']}", spec["names"]["kind"])] = (_strict(schema), f.name)
+                by_gvk[(f"{spec['group']}/{v['name']}", spec["names"]["kind"])] = (
+                    strict_schema(schema),
+                    f.name,
+                )
     if not by_gvk:
         raise FileNotFoundError(f"no CustomResourceDefinition in {root}")
     return CrdSchemas(Path(root), by_gvk)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import os
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -29,7 +28,6 @@ from marlops.tuning.space import Param, SearchSpace
 
 API_VERSION = "kubeflow.org/v1beta1"
 OPENAPI_FILE = "katib-v1beta1-openapi.json"
-CRDS_ENV = "MARLOPS_CRDS_DIR"
 DEFAULT_IMAGE = "ghcr.io/marlops/marlops:0.1.0"
 CONTAINER = "marlops"
 _TYPES = {"float": "double", "int": "int", "categorical": "categorical"}
@@ -198,30 +196,21 @@ def space_of(experiment: dict[str, Any]) -> dict[str, Any]:
 
 
 def crds_dir() -> Path:
-    """``$MARLOPS_CRDS_DIR``, else ``../shared/crds`` beside the repository (as marlops.deploy looks)."""
-    env = os.environ.get(CRDS_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared" / "crds"
+    """Where marlops.deploy finds the CRD schemas: ``$MARLOPS_CRDS_DIR``, else ``../shared/crds``."""
+    from marlops.deploy.checks import crds_dir as deploy_crds_dir
 
-
-def _strict(schema: Any) -> Any:
-    """Objects with declared properties reject unknown fields (what the API server's pruning would drop)."""
-    if isinstance(schema, list):
-        return [_strict(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _strict(v) for k, v in schema.items()}
-    if "properties" in schema and "additionalProperties" not in schema:
-        out["additionalProperties"] = False
-    return out
+    return deploy_crds_dir(Path(__file__).resolve().parents[3])
 
 
 @functools.lru_cache(maxsize=2)
 def _validator(path: str) -> Any:
     import jsonschema
 
+    from marlops.deploy.schemas import strict_schema
+
     doc = json.loads(Path(path).read_text())
     schema = copy.deepcopy(doc)
-    schema["components"] = _strict(schema["components"])
+    schema["components"] = strict_schema(schema["components"])
     schema = {"components": schema["components"], "$ref": "#/components/schemas/v1beta1.Experiment"}
     return jsonschema.Draft7Validator(schema)
 
