@@ -24,13 +24,15 @@ def train(
     node_selector: str = "{}",
     tolerations: str = "[]",
     data_claim: str = "",
+    hyperparameters: str = "",
 ):
     """The team trained in stages on the dataset (resumes from ``work_dir`` when the same run exists; warm
     starts from ``init_from``, e.g. the champion). With GPUs or several nodes in a cluster (``launch``:
     auto | local | trainjob | pytorchjob) a TrainJob trains and this task watches it. ``training_data``:
     "feast" reads the feature rows from the build step's Feast store, "dataset" computes them from the bars
     (the same values). ``node_selector`` / ``tolerations`` (JSON) place the job's pods when it asks for GPUs;
-    ``data_claim`` is the volume they share with this task."""
+    ``data_claim`` is the volume they share with this task. ``hyperparameters``: a JSON object of dotted
+    settings over the budget (the tuning pipeline's best values; empty: the budget's own)."""
     from marlops.pipeline import steps
     from marlops.pipeline.launch import ClusterOptions, job_kind, train_on_cluster
     from marlops.pipeline.platform import gpu_placement
@@ -44,12 +46,12 @@ def train(
         )  # fmt: skip
         t = train_on_cluster(
             dataset.path, model.path, budget, updates, seed, work_dir, init_from, tracking_uri, opts,
-            training_data=training_data,
+            training_data=training_data, hyperparameters=hyperparameters,
         )  # fmt: skip
     else:
         t = steps.train(
             dataset.path, model.path, budget, updates, seed, work_dir or None, False, init_from, tracking_uri,
-            training_data=training_data,
+            training_data=training_data, hyperparameters=hyperparameters,
         )  # fmt: skip
     model.metadata.update({"framework": "onnx", "updates": t.updates, "env_steps": t.env_steps})
     metrics.log_metric("regime_val_balanced_accuracy", t.regime_val_balanced_accuracy)

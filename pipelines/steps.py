@@ -26,12 +26,12 @@ class Cluster:
     gpu_tolerations: Any
 
 
-def _mount_data(task: dsl.PipelineTask, cluster: Cluster) -> dsl.PipelineTask:
+def mount_data(task: dsl.PipelineTask, cluster: Cluster) -> dsl.PipelineTask:
     # the parameters' paths (feast_dir, work_dir, state_dir) point under the mount
     return kubernetes.mount_pvc(task, pvc_name=cluster.data_claim, mount_path=PLATFORM.data_mount)
 
 
-def _credentials(task: dsl.PipelineTask, *secrets: tuple[SecretFiles, Any]) -> dsl.PipelineTask:
+def credentials(task: dsl.PipelineTask, *secrets: tuple[SecretFiles, Any]) -> dsl.PipelineTask:
     """Secrets as read-only files plus ``KEY_FILE`` env vars (the chart's layout); optional like the
     chart's, so a cluster without credentials (an open MLflow) runs as well."""
     for files, name in secrets:
@@ -68,6 +68,7 @@ def team_steps(
     nodes: int = 1,
     launch: str = "auto",
     train_timeout_s: int = 86400,
+    hyperparameters: Any = "",
 ) -> dsl.PipelineTask:
     mlflow = (PLATFORM.mlflow, cluster.mlflow_secret)
     object_storage = (PLATFORM.object_storage, cluster.object_storage_secret)
@@ -75,7 +76,7 @@ def team_steps(
         days=days, seed=seed, source=source, instrument=instrument, feast_dir=feast_dir, online=online
     ).set_display_name("build features (Feast)")
     features.set_caching_options(False)  # writes the shared Feast store
-    _mount_data(features, cluster)
+    mount_data(features, cluster)
     trained = (
         train(
             dataset=features.outputs["dataset"],
@@ -94,19 +95,20 @@ def team_steps(
             node_selector=cluster.gpu_node_selector,  # the TrainJob's pods', when it asks for GPUs
             tolerations=cluster.gpu_tolerations,
             data_claim=cluster.data_claim,
+            hyperparameters=hyperparameters,
         )
         .set_display_name("train (staged: pretraining → MAPPO → DQN)")
         .set_cpu_request("2")
         .set_memory_request("8G")
         .set_memory_limit("32G")
     )  # no GPU and no GPU node for the task itself: with gpus > 0 in a cluster the TrainJob's pods hold them
-    _mount_data(trained, cluster)
+    mount_data(trained, cluster)
     if not (isinstance(init_from, str) and not init_from):  # warm start: reads the registry
-        _credentials(trained, mlflow, object_storage)
+        credentials(trained, mlflow, object_storage)
     evaluated = evaluate(
         model=trained.outputs["model"], seeds=eval_seeds, days=eval_days, fit_seeds=fit_seeds
     ).set_display_name("evaluate (held-out markets)")
-    _mount_data(evaluated, cluster)  # no registry: artifacts in, report out
+    mount_data(evaluated, cluster)  # no registry: artifacts in, report out
     registered = register(
         model=trained.outputs["model"],
         evaluation=evaluated.outputs["evaluation"],
@@ -117,7 +119,7 @@ def team_steps(
         gate=gate,
     ).set_display_name("register + promotion gate (MLflow)")
     registered.set_caching_options(False)
-    _credentials(_mount_data(registered, cluster), mlflow, object_storage)  # logs artifacts, registers
+    credentials(mount_data(registered, cluster), mlflow, object_storage)  # logs artifacts, registers
     deployed = deploy(
         promoted=registered.outputs["promoted"],
         tracking_uri=tracking_uri,
@@ -125,5 +127,5 @@ def team_steps(
         state_dir=state_dir,
     ).set_display_name("deploy (InferenceServices)")
     deployed.set_caching_options(False)
-    _credentials(_mount_data(deployed, cluster), mlflow)  # reads model versions; downloads nothing
+    credentials(mount_data(deployed, cluster), mlflow)  # reads model versions; downloads nothing
     return registered

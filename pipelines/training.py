@@ -1,5 +1,7 @@
 """The training pipeline: a market → Feast features → MAPPO team → evaluation → MLflow registry →
-promotion → serving manifests. The first team (no champion yet) is promoted by the gate's first rule."""
+promotion → serving manifests. The first team (no champion yet) is promoted by the gate's first rule.
+``hyperparameters``: a JSON object of dotted settings over the budget (``{"team.lr": 1e-4}``), e.g. the
+tuning pipeline's best values; empty: the budget's own (models/)."""
 
 import json
 from typing import NamedTuple
@@ -46,12 +48,13 @@ def training_pipeline(
     object_storage_secret: str = PLATFORM.object_storage.secret,
     gpu_node_selector: str = json.dumps(GPU_NODE_SELECTOR),
     gpu_tolerations: str = json.dumps(GPU_TOLERATIONS),
+    hyperparameters: str = "",
 ) -> Result:
     cluster = Cluster(data_claim, mlflow_secret, object_storage_secret, gpu_node_selector, gpu_tolerations)
     r = team_steps(
         days, seed, source, instrument, feast_dir, online, budget, updates, train_seed, gpus, work_dir,
         eval_seeds, eval_days, fit_seeds, tracking_uri, promote, gate, namespace, state_dir,
         "training", cluster, training_data=training_data, nodes=nodes, launch=launch,
-        train_timeout_s=train_timeout_s,
+        train_timeout_s=train_timeout_s, hyperparameters=hyperparameters,
     )  # fmt: skip
     return Result(team=r.outputs["team"], promoted=r.outputs["promoted"], message=r.outputs["message"])

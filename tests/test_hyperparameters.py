@@ -22,6 +22,10 @@ from marlops.training.config import (
     budget_config,
     budgets,
     default_config,
+    parse_hyperparameters,
+    parse_settings,
+    settings_argv,
+    with_overrides,
 )
 from marlops.training.dqn import DQNConfig
 from marlops.training.mappo import MAPPOConfig
@@ -200,3 +204,83 @@ def test_saved_agents_with_a_legacy_training_section_still_load() -> None:
     assert spec_to_dict(spec) == data  # the saved agent's version id hashes exactly this
     with pytest.raises(SpecError, match="legacy"):
         training_section(spec)
+
+
+# ------------------------------------------------------------------- settings given on a command line
+
+
+def test_settings_round_trip_through_the_command_line() -> None:
+    values = {"team.lr": 1.2345678901234e-4, "team.anneal_lr": True, "regime.epochs": 3, "risk.gamma": 0.97}
+    argv = settings_argv(values)
+    assert argv[::2] == ["--set"] * len(values)
+    assert parse_settings(argv[1::2]) == values  # full float precision, booleans stay booleans
+    assert parse_settings(["team.lr=1e-4"]) == {"team.lr": 1e-4}  # YAML 1.1 reads 1e-4 as a string
+    with pytest.raises(ValueError, match="expected NAME=VALUE"):
+        parse_settings(["team.lr"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"team.lrr": 1e-4}, "team.lrr: not a training setting"),
+        ({"team.lr": "fast"}, "team.lr: expected float, got 'fast'"),
+        ({"team.lr": float("inf")}, "team.lr: inf is not a finite number"),
+        ({"team.updates": 2.5}, "team.updates: expected int, got 2.5"),
+        ({"team.anneal_lr": 1}, "team.anneal_lr: expected bool, got 1"),
+        ({"regime.epochs": True}, "regime.epochs: expected int, got True"),
+    ],
+)
+def test_a_bad_setting_is_refused_by_name(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        with_overrides(budget_config("ci"), overrides)
+
+
+def test_a_setting_takes_its_own_type() -> None:
+    cfg = with_overrides(budget_config("ci"), {"team.lr": 1, "team.updates": 4.0})
+    assert cfg.team.lr == 1.0 and isinstance(cfg.team.lr, float)
+    assert cfg.team.updates == 4 and isinstance(cfg.team.updates, int)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{", "hyperparameters: not JSON"),
+        ("[1, 2]", "expected a JSON object of settings, got list"),
+        ('{"team.lr": [1]}', "team.lr: expected a number, a boolean or a string"),
+        ('{"team.lr": NaN}', "team.lr: nan is not a finite number"),
+    ],
+)
+def test_the_pipelines_hyperparameters_parameter_is_checked(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_hyperparameters(text)
+    assert parse_hyperparameters("") == parse_hyperparameters("{}") == {}
+    assert parse_hyperparameters('{"team.lr": 0.0002}') == {"team.lr": 2e-4}
+
+
+def test_marlops_train_set_reaches_the_trainer_and_bad_ones_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import marlops.training.market as market
+    from marlops.cli import app
+
+    seen: dict[str, Any] = {}
+
+    def fake_train_team(cfg: Any, out: Path, progress: bool = True) -> Any:
+        seen["cfg"] = cfg
+        raise SystemExit(0)  # the configuration is what this test is about
+
+    monkeypatch.setattr(market, "train_team", fake_train_team)
+    argv = ["train", "--budget", "ci", "--out", str(tmp_path / "run"), "--set", "team.lr=2e-4"]
+    r = CliRunner().invoke(
+        app, [*argv, "--set", "risk.gamma=0.97", "--set", "team.updates=9", "--updates", "5"]
+    )
+    assert r.exit_code == 0, r.output
+    cfg = seen["cfg"]
+    assert (cfg.team.lr, cfg.risk.gamma) == (2e-4, 0.97)
+    assert cfg.team.updates == 5  # the option wins over a --set of the same setting
+    r = CliRunner().invoke(app, [*argv, "--set", "team.nosuch=1"])
+    assert r.exit_code == 2 and "team.nosuch: not a training setting" in r.output
+    r = CliRunner().invoke(app, [*argv, "--set", "risk.gamma=high"])
+    assert r.exit_code == 2 and "risk.gamma: expected float, got 'high'" in r.output

@@ -339,12 +339,19 @@ def test_the_jobs_command_line_is_marlops_train_with_the_same_configuration(
     from marlops.pipeline import steps
 
     ds, work = _dataset(tmp_path), tmp_path / "work"
-    p = launch.plan(ds, "ci", 3, 5, work)
+    tuned = json.dumps({"team.lr": 2.5e-4, "risk.gamma": 0.97, "team.anneal_lr": False})  # the tuning step's
+    p = launch.plan(ds, "ci", 3, 5, work, hyperparameters=tuned)
     argv = p.args.argv()
     assert argv[:3] == ["train", "--out", str(p.run_dir)]
     assert argv[argv.index("--from-feast") + 1] == str((tmp_path / "feast").resolve())
     assert argv[argv.index("--instrument") + 1] == "SYNTH"
+    assert "--set" in argv and "team.lr=0.00025" in argv
+    assert (p.config["team"]["lr"], p.config["risk"]["gamma"], p.config["team"]["anneal_lr"]) == (
+        2.5e-4, 0.97, False,
+    )  # fmt: skip
     assert _run_cli(argv, monkeypatch) == p.config  # every option exists and maps to the same config
+    untuned = launch.plan(ds, "ci", 3, 5, work)
+    assert untuned.run_dir != p.run_dir and "--set" not in untuned.args.argv()  # the values key the run
     # and the local path (steps.train with a work_dir) trains the same run in the same folder
     seen: dict[str, Any] = {}
 
@@ -353,7 +360,7 @@ def test_the_jobs_command_line_is_marlops_train_with_the_same_configuration(
         return market.TrainSummary(run_dir, None, 0.5, 1, 1, 0.1)
 
     monkeypatch.setattr(market, "train_team", capture)
-    steps.train(ds, tmp_path / "model", "ci", 3, 5, work, progress=False)
+    steps.train(ds, tmp_path / "model", "ci", 3, 5, work, progress=False, hyperparameters=tuned)
     assert seen["run_dir"] == p.run_dir
     assert json.loads(json.dumps(seen["cfg"].key(), default=str)) == p.config
 
@@ -547,19 +554,22 @@ def test_train_args_are_exactly_the_cli_options() -> None:
 
     from marlops.cli import app
     from marlops.training.command import TrainArgs
+    from marlops.training.config import parse_settings
 
     cmd = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
     assert {f.name for f in fields(TrainArgs)} == {p.name for p in cmd.params} - {"nproc", "fresh"}
     args = TrainArgs(
         out="/runs/x", budget="ci", updates=3, days=9, dataset="/d", regime_targets="hmm", labels="/l.csv",
         holdout_fraction=0.25, seed=4, init_from="models:/marlops-{agent}@champion", checkpoint_every=2,
-        threads=1,
+        threads=1, settings={"team.lr": 1e-4, "team.anneal_lr": True, "regime.epochs": 2},
     )  # fmt: skip
     ctx = cmd.make_context("train", args.argv()[1:])
     expected = {f.name: getattr(args, f.name) for f in fields(TrainArgs)}
     for name in ("out", "dataset", "labels"):
         expected[name] = Path(expected[name])
-    assert {k: v for k, v in ctx.params.items() if k in expected} == expected
+    got = {k: v for k, v in ctx.params.items() if k in expected}
+    got["settings"] = parse_settings(got["settings"])  # --set NAME=VALUE, read back
+    assert got == expected
 
 
 def test_the_wait_outlives_api_hiccups_and_notices_a_deleted_job(

@@ -19,10 +19,10 @@ import yaml
 from typer.testing import CliRunner
 
 from marlops.evaluation.held_out import HELD_OUT_SEEDS
-from marlops.training.config import budget_config, default_config
+from marlops.training.config import budget_config, default_config, parse_settings
 from marlops.tuning.commands import tune_cmd
 from marlops.tuning.katib import render_experiment, space_of, validate_experiment
-from marlops.tuning.space import load_space, parse_assignments
+from marlops.tuning.space import load_space
 from marlops.tuning.study import TuneOptions, optimize, trial_config, write_best, write_models
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def test_space_suggests_every_parameter_and_honours_conditions() -> None:
         section, _, leaf = name.partition(".")
         assert getattr(getattr(cfg, section), leaf) == value
     assert {n.partition(".")[0] for n in sp.names} >= {"team", "regime", "structure", "tactical", "risk"}
-    assert parse_assignments(["team.lr=1.0e-4", "team.anneal_lr=true"]) == {
+    assert parse_settings(["team.lr=1.0e-4", "team.anneal_lr=true"]) == {
         "team.lr": 1e-4,
         "team.anneal_lr": True,
     }

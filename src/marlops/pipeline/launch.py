@@ -65,6 +65,7 @@ def plan(
     regime_targets: str = "auto",
     holdout_fraction: float = -1.0,
     training_data: str = "feast",
+    hyperparameters: str = "",
 ) -> Plan:
     """:func:`steps.train`'s run with a ``work_dir``, without training: the job's pods mount the same data
     volume at the same path, so the dataset copy and the run folder must lie under an absolute work_dir."""
@@ -73,9 +74,11 @@ def plan(
             f"work_dir: the job's pods share it with this task, so it must be an absolute path on the data "
             f"volume (e.g. {trainjob.DATA_MOUNT}/pipeline), got {str(work_dir)!r}"
         )
+    from marlops.training.config import parse_hyperparameters
+
     cfg, run_dir = resolve_run(
         dataset_dir, budget, updates, seed, Path(work_dir), init_from, tracking_uri,
-        regime_targets, "", holdout_fraction, training_data,
+        regime_targets, "", holdout_fraction, training_data, hyperparameters=hyperparameters,
     )  # fmt: skip
     key = run_dir.name
     args = TrainArgs(  # the options that make `marlops train` build this very cfg (a test parses them)
@@ -89,6 +92,7 @@ def plan(
         holdout_fraction=cfg.holdout_fraction,
         seed=seed,
         init_from=cfg.init_from,
+        settings=parse_hyperparameters(hyperparameters) or None,
     )
     return Plan(run_dir, key, json.loads(json.dumps(cfg.key(), default=str)), args)
 
@@ -123,14 +127,16 @@ def train_on_cluster(
     api_client: Any = None,
     env: dict[str, str] | None = None,
     training_data: str = "feast",
+    hyperparameters: str = "",
 ) -> TrainSummary:
     """Train in a job, then copy the run's files into ``out`` (the Model artifact), as the local path does.
     A retried task finds its job by name and waits for it instead of starting another."""
     from kubernetes import client
 
     p = plan(
-        dataset_dir, budget, updates, seed, work_dir, init_from, tracking_uri, training_data=training_data
-    )
+        dataset_dir, budget, updates, seed, work_dir, init_from, tracking_uri, training_data=training_data,
+        hyperparameters=hyperparameters,
+    )  # fmt: skip
     if p.args.from_feast:
         _warm_feast_cache(p)
     api_client = api_client if api_client is not None else client.ApiClient()

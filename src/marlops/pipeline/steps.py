@@ -178,6 +178,7 @@ def train(
     labels: str = "",
     holdout_fraction: float = -1.0,
     training_data: str = "feast",
+    hyperparameters: str = "",
 ) -> TrainSummary:
     """Train the team on the dataset; the finished run (agents, critic, summary, metrics) lands in ``out``,
     the returned summary's ``out`` (its ``run_dir``: the run folder under ``work_dir``, if any).
@@ -194,6 +195,8 @@ def train(
     ``training_data``: "feast" reads the feature rows from the Feast store the build step recorded in the
     dataset's lineage.json (same values, the definitions serving reads; summary.json's ``training_data``
     records the feature service fingerprint and data hash), "dataset" computes them from the bars.
+    ``hyperparameters``: a JSON object of dotted settings over the budget (``{"team.lr": 1e-4}``: the best
+    values of ``marlops tune`` / the tuning pipeline); they are part of the run's key.
     """
     from marlops.training.market import train_team
 
@@ -201,6 +204,7 @@ def train(
     cfg, run_dir = resolve_run(
         dataset_dir, budget, updates, seed, Path(work_dir) if work_dir else None, init_from, tracking_uri,
         regime_targets, labels, holdout_fraction, training_data, out_default=out,
+        hyperparameters=hyperparameters,
     )  # fmt: skip
     s = train_team(cfg, run_dir, progress=progress)
     if run_dir != out:
@@ -232,15 +236,18 @@ def resolve_run(
     holdout_fraction: float,
     training_data: str,
     out_default: Path | None = None,
+    hyperparameters: str = "",
 ) -> tuple[TrainConfig, Path]:
     """The training configuration of :func:`train` and its run folder, without training: what the train
     step runs in-process and what it puts on a TrainJob's command line (:mod:`marlops.pipeline.launch`).
 
     With a ``work_dir`` the dataset is copied under it (a path that depends only on its content) and the run
     folder is ``work_dir/runs/<config key>``; without, the run folder is ``out_default``."""
+    from marlops.training.config import parse_hyperparameters
     from marlops.training.market import budget_config
     from marlops.training.stages import reference_generator
 
+    tuned = parse_hyperparameters(hyperparameters)
     dataset_dir = Path(dataset_dir)
     start = None
     if init_from:
@@ -252,8 +259,7 @@ def resolve_run(
     if work_dir is not None:
         digest = read_lineage(dataset_dir).get("data_hash") or data_hash(dataset_dir)
         data = _stable_dataset(dataset_dir, work_dir, digest)
-    cfg = budget_config(
-        budget,
+    options = dict(
         updates=updates or None,
         seed=seed,
         dataset=str(data.resolve()),
@@ -263,6 +269,7 @@ def resolve_run(
         holdout_fraction=holdout_fraction,
         **_feast_source(training_data, dataset_dir),
     )
+    cfg = budget_config(budget, **{**tuned, **options})  # the step's own options win, as `marlops train`'s
     if work_dir is not None:
         return cfg, work_dir / "runs" / run_key(cfg)
     if out_default is None:
@@ -307,6 +314,59 @@ def _initial_team(init_from: str, tracking_uri: str, root: Path) -> str | None:
         except RegistryError as e:
             raise ValueError(f"init_from: {init_from}: {e}") from None
     return str(target.resolve())
+
+
+# ---------------------------------------------------------------------------------------- tune
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The tuning step's result: the best values as the training step takes them (``hyperparameters``,
+    a JSON object of dotted settings), the figures, and the study's folder (best.yaml, report.html)."""
+
+    hyperparameters: str
+    best_trial: int
+    best_value: float
+    default_value: float | None
+    trials: int
+    folder: Path
+
+
+def tune(
+    budget: str = "small",
+    n_trials: int = 12,
+    jobs: int = 1,
+    seed: int = 0,
+    study_name: str = "marlops",
+    storage: str = "",
+    work_dir: str | Path = "data/pipeline",
+    tracking_uri: str = "",
+) -> Tuned:
+    """``marlops tune`` as a pipeline step: an Optuna study of ``n_trials`` over models/search_space.yaml on
+    the budget's validation markets, resumed when ``work_dir/tuning`` already holds it (same name and
+    storage), with the budget's own configuration scored beside it. ValueError when no trial finished."""
+    import optuna
+
+    from marlops.tuning.space import load_space
+    from marlops.tuning.study import TuneOptions, run_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    opts = TuneOptions(
+        study_name=study_name, budget=budget, n_trials=n_trials, storage=storage or None, jobs=jobs,
+        seed=seed, out_root=Path(work_dir) / "tuning", tracking_uri=tracking_uri or None,
+    )  # fmt: skip
+    outcome = run_study(opts, load_space())
+    if outcome.best_file is None:
+        raise ValueError(f"tuning: no trial of study {study_name!r} finished")
+    best = outcome.study.best_trial
+    return Tuned(
+        hyperparameters=json.dumps(outcome.overrides, sort_keys=True),
+        best_trial=best.number,
+        best_value=float(best.value),
+        default_value=None if outcome.default is None else outcome.default.value,
+        trials=len(outcome.study.trials),
+        folder=opts.out,
+    )
 
 
 # ---------------------------------------------------------------------------------------- evaluate

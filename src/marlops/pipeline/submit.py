@@ -92,6 +92,15 @@ def _check_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(
                 f"{k}: empty; name the Kubernetes object (a Secret may be absent: it is optional)"
             )
+    if out.get("hyperparameters"):  # names and types, against the budget's configuration
+        from marlops.training.config import budget_config, parse_hyperparameters, with_overrides
+
+        tuned = parse_hyperparameters(out["hyperparameters"])
+        budget = budget_config(out.get("budget", declared.get("budget", ("", "small"))[1]))
+        try:
+            with_overrides(budget, tuned)
+        except ValueError as e:
+            raise ValueError(f"hyperparameters: {e}") from None
     if "gpu_node_selector" in out or "gpu_tolerations" in out:  # before the run, not at its train task
         platform.gpu_placement(
             0,

@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from marlops.training.config import TrainConfig
@@ -40,13 +40,20 @@ class TrainArgs:
     init_from: str | None = None
     checkpoint_every: int | None = None
     threads: int | None = None
+    # ``--set NAME=VALUE``: any setting by its dotted name (``team.lr``) over the budget; the options above
+    # win over a setting they also set. E.g. the best values of ``marlops tune``
+    settings: dict[str, Any] | None = None
 
     def argv(self) -> list[str]:
         """``["train", "--out", …]``: the arguments after the ``marlops`` entry point."""
+        from marlops.training.config import settings_argv
+
         argv = ["train"]
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None:
+            if f.name == "settings":
+                argv += settings_argv(value or {})
+            elif value is not None:
                 argv += [f"--{f.name.replace('_', '-')}", str(value)]
         return argv
 
@@ -61,8 +68,7 @@ class TrainArgs:
             raise ValueError(f"labels: {self.labels}: file not found")
         if self.instrument is not None and self.from_feast is None:
             raise ValueError("instrument: names the dataset in a Feast store; give --from-feast too")
-        return budget_config(
-            self.budget,
+        options = dict(
             updates=self.updates,
             days=self.days,
             seed=self.seed,
@@ -76,6 +82,7 @@ class TrainArgs:
             labels=_absolute(self.labels),
             holdout_fraction=self.holdout_fraction,
         )
+        return budget_config(self.budget, **{**(self.settings or {}), **options})
 
 
 def _absolute(path: str | None) -> str | None:

@@ -100,6 +100,17 @@ def train_cmd(
     fresh: Annotated[
         bool, typer.Option(help="Discard the folder's checkpoints instead of resuming.")
     ] = False,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="NAME=VALUE: any training setting by its dotted name (team.lr=1e-4, risk.gamma=0.99, "
+            "regime.epochs=2; models/<agent>.yaml training: and models/team.yaml hold them) over the "
+            "budget (an option above wins over the setting it also sets); repeatable. `marlops tune` "
+            "writes its best values so (data/tuning/<study>/best.yaml). summary.json records the whole "
+            "configuration.",
+        ),
+    ] = None,
 ) -> None:
     """Train the team in stages: the regime agent on its regime targets (the true regimes of synthetic data;
     on your own data an HMM's causal labels, your --labels file, or the synthetic-pretrained agent kept as it
@@ -112,17 +123,18 @@ def train_cmd(
     The same command runs single-process, as --nproc local workers, and unchanged inside a Kubeflow
     TrainJob / PyTorchJob (torchrun reads PET_NNODES, PET_NPROC_PER_NODE, PET_MASTER_ADDR …; nccl on GPUs)."""
     from marlops.training.command import TrainArgs, is_rank_zero, run_training
+    from marlops.training.config import parse_settings
 
     def _str(p: Path | None) -> str | None:
         return str(p) if p is not None else None
 
-    args = TrainArgs(
-        out=str(out), budget=budget, updates=updates, days=days, dataset=_str(dataset),
-        from_feast=_str(from_feast), instrument=instrument, regime_targets=regime_targets,
-        labels=_str(labels), holdout_fraction=holdout_fraction, seed=seed, init_from=init_from,
-        checkpoint_every=checkpoint_every, threads=threads,
-    )  # fmt: skip
     try:
+        args = TrainArgs(
+            out=str(out), budget=budget, updates=updates, days=days, dataset=_str(dataset),
+            from_feast=_str(from_feast), instrument=instrument, regime_targets=regime_targets,
+            labels=_str(labels), holdout_fraction=holdout_fraction, seed=seed, init_from=init_from,
+            checkpoint_every=checkpoint_every, threads=threads, settings=parse_settings(settings or []),
+        )  # fmt: skip
         done = run_training(
             args, nproc, fresh, lambda argv: console.print(f"launching torchrun {' '.join(argv)}")
         )

@@ -18,6 +18,9 @@ only continued by the configuration that wrote it; ``summary.json`` and the MLfl
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -308,12 +311,39 @@ def with_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
             sub = getattr(cfg, section)
             if not dataclasses.is_dataclass(sub) or leaf not in {f.name for f in dataclasses.fields(sub)}:
                 raise ValueError(f"{name}: not a training setting")
+            value = _typed(name, getattr(sub, leaf), value)
             nested.setdefault(section, {})[leaf] = tuple(value) if isinstance(value, list) else value
         else:
+            value = _typed(name, getattr(cfg, section), value)
             top[section] = tuple(value) if isinstance(value, list) else value
     for section, values in nested.items():
         top[section] = dataclasses.replace(getattr(cfg, section), **values)
     return dataclasses.replace(cfg, **top)
+
+
+def _typed(name: str, current: Any, value: Any) -> Any:
+    """``value`` for a setting now holding ``current``: the same kind (an int is taken for a float), finite;
+    ValueError names the setting. ``None`` (unset) is always taken, and anything replaces ``None``."""
+    if value is None or current is None or dataclasses.is_dataclass(current):
+        return value
+    kind = type(current)
+    if isinstance(current, bool) or isinstance(value, bool):
+        ok = isinstance(current, bool) and isinstance(value, bool)
+    elif isinstance(current, float):
+        ok = isinstance(value, (int, float))
+        value = float(value) if ok else value
+        if ok and not math.isfinite(value):
+            raise ValueError(f"{name}: {value} is not a finite number")
+    elif isinstance(current, int):
+        ok = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        value = int(value) if ok else value
+    elif isinstance(current, (tuple, list)):
+        ok = isinstance(value, (tuple, list))
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ValueError(f"{name}: expected {kind.__name__}, got {value!r}")
+    return value
 
 
 def budget_config(budget: str, directory: str | Path | None = None, **overrides: Any) -> TrainConfig:
@@ -323,3 +353,59 @@ def budget_config(budget: str, directory: str | Path | None = None, **overrides:
         raise ValueError(f"budget: unknown {budget!r}; expected one of {sorted(named)}")
     cfg = with_overrides(default_config(directory), named[budget])
     return with_overrides(cfg, {k: v for k, v in overrides.items() if v is not None})
+
+
+# ------------------------------------------------------------------ settings given on a command line
+
+
+def format_setting(value: Any) -> str:
+    """A value as ``--set NAME=VALUE`` takes it back (a YAML scalar; floats in full precision)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def parse_settings(items: Iterable[str]) -> dict[str, Any]:
+    """``["team.lr=1e-4", "team.anneal_lr=true"]`` → ``{name: value}`` (values read as YAML scalars).
+    Whether a name is a setting is :func:`with_overrides`' to say."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected NAME=VALUE")
+        value = yaml.safe_load(raw)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        out[key.strip()] = value
+    return out
+
+
+def settings_argv(values: Mapping[str, Any]) -> list[str]:
+    """``{"team.lr": 1e-4}`` → ``["--set", "team.lr=0.0001"]`` (what :func:`parse_settings` reads back)."""
+    return [a for k, v in values.items() for a in ("--set", f"{k}={format_setting(v)}")]
+
+
+def parse_hyperparameters(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """A pipeline's ``hyperparameters`` parameter: a JSON object of dotted settings (``marlops tune``'s
+    best values, best.yaml ``overrides``), empty or ``{}`` for none. ValueError names what is wrong; the
+    names themselves are checked by :func:`with_overrides`."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return {}
+    if isinstance(text, str):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"hyperparameters: not JSON ({e.msg} at char {e.pos})") from None
+    else:
+        value = dict(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"hyperparameters: expected a JSON object of settings, got {type(value).__name__}")
+    for k, v in value.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"hyperparameters: {k}: {v} is not a finite number")
+        if isinstance(v, (dict, list)) or v is None:
+            raise ValueError(f"hyperparameters: {k}: expected a number, a boolean or a string")
+    return value

@@ -4,7 +4,6 @@ overlay (:func:`marlops.training.config.with_overrides`) on the budget's configu
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -192,27 +191,3 @@ def load_space(path: str | Path | None = None) -> SearchSpace:
     if not f.is_file():
         raise FileNotFoundError(f"search space not found: {f}")
     return parse_space(yaml.safe_load(f.read_text()), str(f))
-
-
-def format_value(value: Any) -> str:
-    """A value as a trial's ``--set`` takes it back (YAML scalar)."""
-    if isinstance(value, float) and math.isfinite(value):
-        return repr(value)
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-
-
-def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """``["team.lr=1e-4", "team.anneal_lr=true"]`` → values (YAML scalars)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected NAME=VALUE")
-        value = yaml.safe_load(raw)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        out[key.strip()] = value
-    return out
