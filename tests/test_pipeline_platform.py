@@ -28,12 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "marlops"
 Obj = dict[str, Any]
 STEPS = ("build-features", "train", "evaluate", "register", "deploy")
+# every task of each pipeline (the tuning pipeline's training pipeline is a nested DAG: its tasks count)
+TASKS = {"training": STEPS, "retraining": STEPS, "tuning": ("tune", *STEPS)}
 MLFLOW, STORE = "mlflow_secret", "object_storage_secret"
 # which Secrets each step gets: only the steps that talk to MLflow (and, through it, the object store)
 CREDENTIALS = {
     "training": {"register": {MLFLOW, STORE}, "deploy": {MLFLOW}},
     # the warm start downloads the champion from the registry
     "retraining": {"train": {MLFLOW, STORE}, "register": {MLFLOW, STORE}, "deploy": {MLFLOW}},
+    # the study's runs are MLflow runs (params and figures, no artifacts)
+    "tuning": {"tune": {MLFLOW}, "register": {MLFLOW, STORE}, "deploy": {MLFLOW}},
 }
 
 
@@ -42,7 +46,13 @@ class Compiled:
 
     def __init__(self, name: str) -> None:
         self.spec, platform = definitions.read_compiled(definitions.yaml_path(name))
-        self.tasks = self.spec["root"]["dag"]["tasks"]
+        self.tasks: dict[str, Obj] = {}
+        for task_name, task in self.spec["root"]["dag"]["tasks"].items():
+            component = self.spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:  # a pipeline in the pipeline: its tasks (their parameters keep the names)
+                self.tasks.update(component["dag"]["tasks"])
+            else:
+                self.tasks[task_name] = task
         self.params = self.spec["root"]["inputDefinitions"]["parameters"]
         self._k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
         self._executors = self.spec["deploymentSpec"]["executors"]
@@ -90,17 +100,17 @@ def compiled(request: pytest.FixtureRequest) -> tuple[str, Compiled]:
 def test_every_step_mounts_the_data_claim(compiled: tuple[str, Compiled]) -> None:
     name, c = compiled
     assert c.params["data_claim"]["defaultValue"] == PLATFORM.data_claim == "marlops-data"
-    for task in STEPS:
+    for task in TASKS[name]:
         (mount,) = c.k8s(task).get("pvcMount", [None])
         assert mount is not None, f"{name}/{task}: no pvcMount"
         assert mount["mountPath"] == PLATFORM.data_mount == "/var/lib/marlops", f"{name}/{task}"
         assert mount["pvcNameParameter"] == {"componentInputParameter": "data_claim"}, f"{name}/{task}"
-    assert set(c.tasks) == set(STEPS)  # every task of the pipeline
+    assert set(c.tasks) == set(TASKS[name])  # every task of the pipeline
 
 
 def test_credentials_only_on_the_steps_that_use_mlflow(compiled: tuple[str, Compiled]) -> None:
     name, c = compiled
-    for task in STEPS:
+    for task in TASKS[name]:
         want = CREDENTIALS[name].get(task, set())
         volumes = c.k8s(task).get("secretAsVolume", [])
         got = {v["secretNameParameter"]["componentInputParameter"] for v in volumes}
@@ -132,7 +142,7 @@ def test_gpu_placement_goes_to_the_trainjob_not_to_a_task(compiled: tuple[str, C
     }, name
     assert json.loads(c.params["gpu_node_selector"]["defaultValue"]) == GPU_NODE_SELECTOR
     assert json.loads(c.params["gpu_tolerations"]["defaultValue"]) == GPU_TOLERATIONS
-    for task in STEPS:
+    for task in TASKS[name]:
         assert "nodeSelector" not in c.k8s(task) and "tolerations" not in c.k8s(task), f"{name}/{task}"
         resources = c.container(task).get("resources", {})
         assert "accelerator" not in resources, f"{name}/{task}: asks for a GPU"

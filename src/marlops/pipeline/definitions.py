@@ -32,6 +32,7 @@ class PipelineDef:
 PIPELINES = {
     "training": PipelineDef("training", "pipelines.training", "training_pipeline"),
     "retraining": PipelineDef("retraining", "pipelines.retraining", "retraining_pipeline"),
+    "tuning": PipelineDef("tuning", "pipelines.tuning", "tuning_pipeline"),
 }
 
 

@@ -167,11 +167,11 @@ def _one_trial(sp: Any, budget: str, assignments: list[str]) -> None:
     import os
     import tempfile
 
-    from marlops.tuning.space import parse_assignments
+    from marlops.training.config import parse_settings
     from marlops.tuning.study import run_trial, trial_config
 
     try:
-        cfg = trial_config(sp, budget, parse_assignments(assignments))
+        cfg = trial_config(sp, budget, parse_settings(assignments))
     except ValueError as e:
         print_error(str(e))
         raise typer.Exit(2) from None
@@ -204,8 +204,7 @@ def _study(
 ) -> None:
     import optuna
 
-    from marlops.tuning.study import TrialEvents, TuneOptions, optimize, write_best, write_report
-    from marlops.tuning.study import baseline as run_baseline
+    from marlops.tuning.study import TrialEvents, TuneOptions, run_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bars and the table say it all
 
@@ -232,23 +231,23 @@ def _study(
         fig = f"{state.lower()}" + ("" if value is None else f" {value:+.5f}") + f" ({wall_s:.0f} s)"
         progress.update(tasks[number], figure=fig)
 
+    def default_starts(budget: str) -> None:
+        tasks[-1] = progress.add_task(f"default ({budget} budget's own configuration)", total=None, figure="")
+
     try:
         with progress:
-            study = optimize(opts, sp, TrialEvents(start, update, end))
+            outcome = run_study(opts, sp, TrialEvents(start, update, end, default_starts))
+            if outcome.default is not None and -1 in tasks:
+                progress.update(tasks[-1], total=1, completed=1, figure=f"{outcome.default.value:+.5f}")
     except ValueError as e:
         print_error(str(e))
         raise typer.Exit(2) from None
-    default = None
-    if baseline:
-        with console.status(f"the {budget} budget's own configuration (models/ as it is)"):
-            default = run_baseline(opts, sp)
-    _summary(study, sp, default)
-    if not any(t.value is not None for t in study.trials):
+    _summary(outcome.study, sp, outcome.default)
+    if outcome.best_file is None:
         print_error("no trial finished")
         raise typer.Exit(1)
-    best_file = write_best(study, opts, sp, default)
-    report = write_report(study, opts, default)
-    console.print(f"best config → {best_file} (models: {opts.out / 'best' / 'models'}); report → {report}")
+    models = opts.out / "best" / "models"
+    console.print(f"best config → {outcome.best_file} (models: {models}); report → {outcome.report}")
     if register:
         _register(opts, sp)
 

@@ -68,6 +68,7 @@ class TrialEvents:
     start: Callable[[int, dict[str, Any], int], None] = lambda number, values, updates: None
     update: Callable[[int, int, float], None] = lambda number, step, utility: None
     end: Callable[[int, str, float | None, float], None] = lambda number, state, value, wall_s: None
+    baseline: Callable[[str], None] = lambda budget: None  # the default configuration starts training
 
 
 def check_not_held_out(cfg: TrainConfig) -> None:
@@ -147,6 +148,11 @@ def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
     raise ValueError(f"pruner {name!r}: median, hyperband or none")
 
 
+def sampler_seed(opts: TuneOptions) -> int:
+    """Each ``--jobs`` worker samples with its own seed, or all would start with the same values."""
+    return opts.seed + opts.worker
+
+
 def open_study(
     opts: TuneOptions, space: SearchSpace, pruner: optuna.pruners.BasePruner | None = None
 ) -> optuna.Study:
@@ -160,7 +166,7 @@ def open_study(
     study = optuna.create_study(
         study_name=opts.study_name,
         storage=storage,
-        sampler=make_sampler(space, opts.seed + opts.worker),
+        sampler=make_sampler(space, sampler_seed(opts)),
         pruner=pruner or make_pruner(space),
         direction=space.goal,
         load_if_exists=True,
@@ -276,7 +282,7 @@ def optimize(
         return study
     if opts.jobs > 1:
         study_runs(opts, space)  # the MLflow store and the study's run exist before the workers race
-        _parallel(opts, space)
+        _parallel(opts, space, study, events or TrialEvents())
         return open_study(opts, space, pruner)
     import optuna
 
@@ -308,9 +314,10 @@ def worker_main(options: str) -> None:
     optimize(opts, load_space(space))
 
 
-def _parallel(opts: TuneOptions, space: SearchSpace) -> None:
+def _parallel(opts: TuneOptions, space: SearchSpace, study: optuna.Study, events: TrialEvents) -> None:
     """``jobs`` worker processes on the same storage; each runs trials until the study holds n_trials
-    finished ones (a worker may finish one more that it had started)."""
+    finished ones (a worker may finish one more that it had started). Meanwhile the storage is read every
+    few seconds and the workers' trials are told to ``events`` (the CLI's progress bars)."""
     import subprocess
     import sys
 
@@ -321,17 +328,84 @@ def _parallel(opts: TuneOptions, space: SearchSpace) -> None:
         "space": space.source,
     }
     procs = []
-    for worker in range(opts.jobs):  # each its own sampler seed, or all would start with the same values
+    for worker in range(opts.jobs):  # each its own sampler seed (sampler_seed)
         options = json.dumps({**data, "worker": worker})
         code = f"from marlops.tuning.study import worker_main; worker_main({json.dumps(options)})"
         procs.append(subprocess.Popen([sys.executable, "-c", code]))
-    codes = [p.wait() for p in procs]
-    bad = [c for c in codes if c]
+    watch = _TrialWatch(study, events, budget_config(opts.budget).team.updates)
+    while any(p.poll() is None for p in procs):
+        watch.poll()
+        time.sleep(_POLL_S)
+    watch.poll()
+    bad = [p.returncode for p in procs if p.returncode]
     if bad:
         raise RuntimeError(f"{len(bad)} tuning worker(s) failed (exit codes {bad})")
 
 
+_POLL_S = 3.0
+
+
+class _TrialWatch:
+    """The trials other processes run, as :class:`TrialEvents`: read from the shared storage."""
+
+    def __init__(self, study: optuna.Study, events: TrialEvents, updates: int) -> None:
+        self.study, self.events, self.updates = study, events, updates
+        self.seen: dict[int, tuple[str, int]] = {}  # trial number -> (state, intermediate values told)
+        self.before = {t.number for t in study.get_trials(deepcopy=False)}  # a resumed study's own
+
+    def poll(self) -> None:
+        for t in self.study.get_trials(deepcopy=False):
+            if t.number in self.before:
+                continue
+            state, told = self.seen.get(t.number, ("", -1))
+            if told < 0:
+                self.events.start(t.number, dict(t.params), self.updates)
+                told = 0
+            steps = sorted(t.intermediate_values.items())
+            if len(steps) > told:
+                self.events.update(t.number, *steps[-1])
+                told = len(steps)
+            if t.state.is_finished() and not state:
+                wall = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_start else 0.0
+                value = t.value if t.state.name == "COMPLETE" else None
+                self.events.end(t.number, t.state.name, value, wall)
+                state = t.state.name
+            self.seen[t.number] = (state, told)
+
+
 # ---------------------------------------------------------------------------------------- what it leaves
+
+
+@dataclass
+class StudyOutcome:
+    """A finished :func:`run_study`: the study, the default configuration's result (None without the
+    baseline), ``best.yaml`` and its ``overrides`` (None / empty when no trial finished), the report."""
+
+    study: optuna.Study
+    default: TrialResult | None
+    best_file: Path | None
+    overrides: dict[str, Any]
+    report: Path
+
+    @property
+    def best_value(self) -> float | None:
+        return None if self.best_file is None else float(self.study.best_value)
+
+
+def run_study(opts: TuneOptions, space: SearchSpace, events: TrialEvents | None = None) -> StudyOutcome:
+    """``marlops tune`` and the tuning pipeline's step: the trials (:func:`optimize`), the budget's own
+    configuration scored the same way (``opts.baseline``), then best.yaml + best/models/ and the report."""
+    events = events or TrialEvents()
+    study = optimize(opts, space, events)
+    default = None
+    if opts.baseline:
+        events.baseline(opts.budget)
+        default = baseline(opts, space)
+    best_file, overrides = None, {}
+    if any(t.value is not None for t in study.trials):
+        best_file = write_best(study, opts, space, default)
+        overrides = dict(yaml.safe_load(best_file.read_text())["overrides"])
+    return StudyOutcome(study, default, best_file, overrides, write_report(study, opts, default))
 
 
 def baseline(opts: TuneOptions, space: SearchSpace) -> TrialResult:
