@@ -10,12 +10,17 @@ hooks, the ``helm.sh/chart`` label, ``managed-by: Helm``, the keep policy), plus
 
 The overlays (``manifests/overlays/*``) are written by hand on top. A test regenerates every target and
 compares with the committed files, so a chart edit not carried over fails CI (`marlops deploy generate`).
+
+The chart itself may hold generated files (:class:`ChartFile`, e.g. ``files/katib-search-space.yaml`` from
+models/search_space.yaml): deploy imports nothing else of the package, so their producers are handed in by
+marlops.cli (``deploy_app(chart_files)``); `marlops deploy generate` writes them before rendering the
+targets and `marlops deploy check` reports them when stale, like the folders.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +109,34 @@ TARGETS = (
         training=True,
     ),
 )
+
+
+@dataclass(frozen=True)
+class ChartFile:
+    """A file of the chart generated from another source of the repository."""
+
+    path: str  # relative to the repository root
+    render: Callable[[Path], str]  # the repository root -> the file's text
+
+
+def write_chart_files(files: Sequence[ChartFile], root: Path) -> list[Path]:
+    written = []
+    for f in files:
+        p, text = root / f.path, f.render(root)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if not p.is_file() or p.read_text() != text:
+            p.write_text(text)
+        written.append(p)
+    return written
+
+
+def stale_chart_files(files: Sequence[ChartFile], root: Path) -> list[str]:
+    """Paths of ``files`` whose committed text differs from what their producer makes (or missing)."""
+    return [
+        f.path
+        for f in files
+        if not (root / f.path).is_file() or (root / f.path).read_text() != f.render(root)
+    ]
 
 
 def _escape(key: str) -> str:
