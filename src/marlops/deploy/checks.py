@@ -34,6 +34,8 @@ CHART_RENDERS = (
     ChartRender("gpu", ("values-gpu.yaml",)),
     ChartRender("gpu-pytorchjob", ("values-gpu.yaml", "ci/pytorchjob-values.yaml")),
     ChartRender("graph-monitoring", ("ci/graph-monitoring-values.yaml",), ("monitoring.coreos.com/v1",)),
+    ChartRender("tuning", ("ci/tuning-values.yaml",)),
+    ChartRender("tuning-gpu", ("ci/tuning-values.yaml", "ci/tuning-gpu-values.yaml")),
 )
 
 

@@ -6,7 +6,8 @@ hooks, the ``helm.sh/chart`` label, ``managed-by: Helm``, the keep policy), plus
 
 - ``manifests/base``: the default values (CPU serving, drift, retrain trigger, RBAC, policies), no training;
 - ``manifests/training/trainjob``: values-gpu.yaml's training objects (TrainingRuntime, TrainJob, …);
-- ``manifests/training/pytorchjob``: the same run as a Training Operator PyTorchJob.
+- ``manifests/training/pytorchjob``: the same run as a Training Operator PyTorchJob;
+- ``manifests/tuning``: the Katib Experiment (``tuning.enabled``), its ServiceAccount and NetworkPolicy.
 
 The overlays (``manifests/overlays/*``) are written by hand on top. A test regenerates every target and
 compares with the committed files, so a chart edit not carried over fails CI (`marlops deploy generate`).
@@ -79,6 +80,9 @@ def component(obj: dict[str, Any]) -> str:
     return (obj.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/component", "")
 
 
+LAYERS = ("training", "tuning")  # components that get folders of their own, outside the base
+
+
 @dataclass(frozen=True)
 class Target:
     """One generated folder: which values, which objects."""
@@ -86,13 +90,15 @@ class Target:
     path: str  # relative to the repository root
     values: tuple[str, ...] = ()  # relative to the chart
     set_values: tuple[tuple[str, str], ...] = ()
-    training: bool = False  # True: only the training component's objects; False: everything but them
+    layer: str | None = None  # one of LAYERS: only that component's objects; None: everything but LAYERS'
     # The serving layer comes from manifests/serving (included as ../serving) instead of the chart's own
     # rendering of it; the generated kustomization patches in what the chart adds to those objects.
     serving_from: str | None = None
 
     def keep(self, obj: dict[str, Any], source: str) -> bool:
-        if is_hook(obj) or (component(obj) == "training") != self.training:
+        c = component(obj)
+        wanted = c == self.layer if self.layer else c not in LAYERS
+        if is_hook(obj) or not wanted:
             return False
         return not (self.serving_from and Path(source).name == SERVING_TEMPLATE)
 
@@ -101,13 +107,14 @@ SERVING_TEMPLATE = "inferenceservices.yaml"  # the chart template that renders w
 
 TARGETS = (
     Target("manifests/base", serving_from="../serving"),
-    Target("manifests/training/trainjob", values=("values-gpu.yaml",), training=True),
+    Target("manifests/training/trainjob", values=("values-gpu.yaml",), layer="training"),
     Target(
         "manifests/training/pytorchjob",
         values=("values-gpu.yaml",),
         set_values=(("training.kind", "PyTorchJob"),),
-        training=True,
+        layer="training",
     ),
+    Target("manifests/tuning", values=("ci/tuning-values.yaml",), layer="tuning"),
 )
 
 
