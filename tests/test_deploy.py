@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from marlops.deploy import checks
-from marlops.deploy.generate import TARGETS, render_target, stale_files
+from marlops.deploy.generate import TARGETS, render_target, stale_chart_files, stale_files
 from marlops.deploy.netpol import Endpoint, allowed
 from marlops.deploy.posture import check_objects, count_pods, pod_specs
 from marlops.deploy.render import Rendered, RenderError, helm_template
@@ -26,6 +26,8 @@ from marlops.deploy.schemas import load_crds, validate_objects
 from marlops.deploy.tools import INTEGRITY, ToolsUnavailable, _check_integrity, ensure_tools
 from marlops.monitoring.config import DriftConfig
 from marlops.secret_files import LIBRARY_SECRETS
+from marlops.tuning import katib
+from marlops.tuning.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "marlops"
@@ -461,6 +463,122 @@ def test_pytorchjob_has_master_and_workers(chart_renders, tools):
     assert {k: v["replicas"] for k, v in specs.items()} == {"Master": 1, "Worker": 2}
 
 
+# ------------------------------------------------------------------------------------ Katib tuning
+
+TUNING_RENDERS = {  # chart render -> the `marlops tune --render-katib` arguments with the same values
+    "chart tuning": dict(budget="small", n_trials=12, jobs=2, seed=0, gpu=False),
+    "chart tuning-gpu": dict(budget="gpu", n_trials=16, jobs=4, seed=0, gpu=True),
+}
+
+
+def _experiment_view(exp: Obj) -> tuple[Obj, Obj, Obj]:
+    """(spec without the trial spec and Katib's trial metadata parameters, the trial spec without its pod
+    templates, the primary container's name and full command line): what the chart shares with
+    render_experiment, apart from the chart's pod details (image, posture, volumes, env, names, labels)."""
+    spec = copy.deepcopy(exp["spec"])
+    template = spec["trialTemplate"]
+    template["trialParameters"] = [
+        t for t in template["trialParameters"] if not t["reference"].startswith("${trialSpec.")
+    ]
+    trial = template.pop("trialSpec")
+    replica = (
+        trial["spec"]["pytorchReplicaSpecs"]["Master"] if trial["kind"] == "PyTorchJob" else trial["spec"]
+    )
+    pod = replica.pop("template")["spec"]
+    (c,) = [c for c in pod["containers"] if c["name"] == template["primaryContainerName"]]
+    run = {"container": c["name"], "argv": [*c.get("command", []), *c.get("args", [])]}
+    if trial["kind"] == "Job":
+        run["restartPolicy"] = pod["restartPolicy"]
+    return spec, trial, run
+
+
+@pytest.mark.parametrize("name", sorted(TUNING_RENDERS))
+def test_chart_experiment_is_the_search_space_experiment(chart_renders, crds, name):
+    """The chart's Experiment samples exactly models/search_space.yaml's space and is the Experiment of
+    `marlops tune --render-katib` (same objective, algorithm, early stopping, counts, parameters, trial
+    parameters, trial kind and command line) apart from the chart's pod details; it validates as Katib's."""
+    exp = chart_renders[name].get("Experiment", "marlops-tune")
+    sp = load_space()
+    assert katib.space_of(exp) == sp.as_dict()
+    mine, theirs = (
+        _experiment_view(exp),
+        _experiment_view(katib.render_experiment(sp, **TUNING_RENDERS[name])),
+    )
+    assert mine == theirs
+    # the trial's own folder on the data volume, named by Katib's trial metadata
+    (c,) = next(p for p in pod_specs(exp)).spec["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["MARLOPS_TRIAL_DIR"] == "/var/lib/marlops/runs/tuning/${trialParameters.trialName}"
+    assert {"name": "trialName", "reference": "${trialSpec.Name}"}.items() <= next(
+        t for t in exp["spec"]["trialTemplate"]["trialParameters"] if t["name"] == "trialName"
+    ).items()
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.mlflow.svc.cluster.local:5000"  # the chart's
+    schemas, note = crds
+    if schemas is None:
+        pytest.skip(note)
+    assert katib.validate_experiment(exp, schemas.root) == []
+
+
+def test_tuning_trial_pods_are_checked_like_every_pod(chart_renders, crds):
+    """The posture rules and the schemas reach the trial pod inside the Experiment's trial template."""
+    r = chart_renders["chart tuning-gpu"]
+    exp = r.get("Experiment", "marlops-tune")
+    (pod,) = pod_specs(exp)
+    assert pod.path == "spec.trialTemplate.trialSpec.spec.pytorchReplicaSpecs.Master"
+    assert pod.labels["app.kubernetes.io/component"] == "tuning"
+    (c,) = pod.spec["containers"]
+    assert c["name"] == "pytorch" and c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod.spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    job = chart_renders["chart tuning"].get("Experiment", "marlops-tune")
+    (pod,) = pod_specs(job)
+    assert pod.path == "spec.trialTemplate.trialSpec.spec.template.spec"
+    assert pod.spec["serviceAccountName"] == "marlops-tuning"
+    schemas, note = crds
+    if schemas is None:
+        pytest.skip(note)
+    report = validate_objects([job], schemas)
+    assert not report.problems and "trial Job: kubernetes" in report.checked["Experiment/marlops-tune"]
+    broken = copy.deepcopy(job)
+    broken["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0][
+        "imagePullPolcy"
+    ] = "x"
+    broken["spec"]["trialTemplate"]["trialParameters"][-1]["reference"] = "${trialSpec.Nmae}"
+    problems = validate_objects([broken], schemas).problems
+    assert {(p.obj, p.path) for p in problems} == {
+        ("Experiment/marlops-tune", "spec.trialTemplate.trialSpec.spec.template.spec.containers.0"),
+        ("Experiment/marlops-tune", "spec.trialTemplate.trialParameters"),  # not a parameter, not metadata
+    }, problems
+
+
+def test_tuning_trials_reach_katib_mlflow_and_object_storage_only(chart_renders):
+    r = chart_renders["chart tuning"]
+    pol = r.by_kind("NetworkPolicy")
+    trial = Endpoint(pod_labels(r, "tuning"))
+    agent = Endpoint(pod_labels(r, "agent"))
+    db_manager = Endpoint({"katib.kubeflow.org/component": "db-manager"}, namespace="kubeflow")
+    suggestion = Endpoint({"katib.kubeflow.org/experiment": "marlops-tune"})  # tpe + medianstop services
+    other_suggestion = Endpoint({"katib.kubeflow.org/experiment": "another-study"})
+    mlflow = Endpoint({"app": "mlflow"}, namespace="mlflow")
+    minio = Endpoint({"app": "minio"}, namespace="minio")
+    dns = Endpoint({"k8s-app": "kube-dns"}, namespace="kube-system")
+    for dst, port in ((db_manager, 6789), (suggestion, 6788), (mlflow, 5000), (minio, 9000), (dns, 53)):
+        assert allowed(pol, trial, dst, port), (dst, port)
+    kfp = Endpoint({"app": "ml-pipeline"}, namespace="kubeflow")
+    redis = Endpoint({"app": "redis"}, namespace="redis")
+    gateway = Endpoint({"app": "istio-ingressgateway"}, namespace="istio-system")
+    for src, dst, port in (
+        (trial, other_suggestion, 6788),
+        (trial, db_manager, 8080),
+        (trial, kfp, 8888),
+        (trial, redis, 6379),
+        (trial, agent, 8080),
+        (trial, Endpoint(external=True), 443),
+        (gateway, trial, 8080),
+        (agent, trial, 8080),
+    ):
+        assert not allowed(pol, src, dst, port), (src, dst, port)
+
+
 def test_one_pinned_image_runs_every_container(all_renders):
     for name, r in all_renders.items():
         images = {c["image"] for _, c in containers(r.objects)}
@@ -480,7 +598,7 @@ def test_container_args_are_accepted_by_the_cli(chart_renders):
     root = typer.main.get_command(app)
     missing: set[str] = set()
     parsed = 0
-    for name in ("chart default", "chart gpu", "chart graph-monitoring"):
+    for name in ("chart default", "chart gpu", "chart graph-monitoring", "chart tuning"):
         for obj, c in containers(chart_renders[name].objects):
             if obj["kind"] == "Pod":
                 continue  # helm test pods run python -c
@@ -559,6 +677,7 @@ def test_secrets_reach_containers_as_files(all_renders, name):
         "drift": creds | {"MARLOPS_WEBHOOK_SECRET"},
         "retrain-trigger": {"MARLOPS_WEBHOOK_SECRET"},
         "training": creds,
+        "tuning": creds,
     }
     for component, names in expected.items():
         if component in seen:
@@ -727,7 +846,7 @@ def test_default_deny_covers_every_pod(all_renders):
         deny = [p for p in r.by_kind("NetworkPolicy") if p["metadata"]["name"] == "marlops-default-deny"]
         if not deny:
             # the serving and training folders are layers the base and the overlays include
-            assert name.startswith(("manifests/training", "manifests/serving")), name
+            assert name.startswith(("manifests/training", "manifests/serving", "manifests/tuning")), name
             continue
         (deny,) = deny
         assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny["spec"]
@@ -761,6 +880,9 @@ def test_default_deny_covers_every_pod(all_renders):
         ({"webhook.secretKey": "../hmac"}, "/webhook/secretKey"),  # a Secret key is a file name
         ({"webhook.bearerTokenKey": "a/b"}, "/webhook/bearerTokenKey"),
         ({"feast.onlineStoreSecret.key": "u rl"}, "/feast/onlineStoreSecret/key"),
+        ({"tuning.budget": "huge"}, "/tuning/budget"),
+        ({"tuning.outDir": "/tmp/tuning"}, "/tuning/outDir"),  # trials write under runs/ on the data volume
+        ({"tuning.algorithm": "random"}, "/tuning"),  # the search is models/search_space.yaml's, not a value
     ],
 )
 def test_values_schema_rejects_bad_values(tools, values, field):
@@ -789,6 +911,10 @@ def test_notes_tell_how_to_reach_and_run_everything(tools):
     assert "get trainjobs marlops-train" in gpu
     graph = notes("ci/graph-monitoring-values.yaml")
     assert "get inferencegraph marlops-decision-graph" in graph and "marlops-feast-online" in graph
+    assert "Tuning:" not in default
+    tuning = notes("ci/tuning-values.yaml")
+    assert "get experiment marlops-tune" in tuning and "currentOptimalTrial" in tuning
+    assert "katib.kubeflow.org/metrics-collector-injection=enabled" in tuning
 
 
 # -------------------------------------------------------------------------------- kustomize overlays
@@ -841,6 +967,28 @@ def test_generated_folders_match_the_chart(tools):
         assert stale_files(render_target(tools, CHART, target), ROOT / target.path) == [], (
             f"{target.path} is out of date with helm/marlops: run `marlops deploy generate`"
         )
+
+
+def test_generated_chart_files_match_their_sources():
+    """helm/marlops/files/katib-search-space.yaml is models/search_space.yaml as the Katib render sees it."""
+    assert stale_chart_files(katib.chart_files(), ROOT) == [], (
+        f"{katib.CHART_FILE} is out of date with models/search_space.yaml: run `marlops deploy generate`"
+    )
+
+
+def test_a_search_space_edit_makes_the_chart_file_stale(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "helm/marlops/files").mkdir(parents=True)
+    space = (ROOT / "models/search_space.yaml").read_text()
+    (tmp_path / katib.CHART_FILE).write_text((ROOT / katib.CHART_FILE).read_text())
+    (tmp_path / "models/search_space.yaml").write_text(space)
+    assert stale_chart_files(katib.chart_files(), tmp_path) == []
+    edited = space.replace(
+        "team.lr: {type: float, low: 3.0e-5, high: 3.0e-4", "team.lr: {type: float, low: 3.0e-5, high: 1.0e-3"
+    )
+    assert edited != space
+    (tmp_path / "models/search_space.yaml").write_text(edited)
+    assert stale_chart_files(katib.chart_files(), tmp_path) == [katib.CHART_FILE]
 
 
 def test_generated_base_equals_the_chart_objects(chart_renders, kustomize_renders):
@@ -958,4 +1106,6 @@ def test_crds_are_loaded_for_every_custom_kind(crds):
     kinds = {k for _, k in schemas.by_gvk}
     assert {"InferenceService", "InferenceGraph", "TrainJob", "TrainingRuntime", "PyTorchJob"} <= kinds
     assert {"ServiceMonitor", "PrometheusRule"} <= kinds
+    # Katib's Experiment CRD has no schema: its OpenAPI document is used instead
+    assert schemas.by_gvk[("kubeflow.org/v1beta1", "Experiment")][1] == "katib-v1beta1-openapi.json"
     assert load_crds(schemas.root) is schemas  # parsed once per session

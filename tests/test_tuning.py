@@ -104,6 +104,26 @@ def test_katib_experiment_validates_and_samples_the_local_space(budget: str) -> 
     assert any("maximum" in p for p in validate_experiment(bad))
 
 
+def test_katib_validation_accepts_trial_metadata_references() -> None:
+    """A trial parameter may name Katib's trial metadata (``${trialSpec.Name}``: the chart's trial folder);
+    references to nothing, unused trial parameters and undeclared placeholders are Katib errors."""
+    exp = render_experiment(load_space(), "small")
+    template = exp["spec"]["trialTemplate"]
+    template["trialParameters"].append({"name": "trialName", "reference": "${trialSpec.Name}"})
+    c = template["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    c["env"].append(
+        {"name": "MARLOPS_TRIAL_DIR", "value": "/var/lib/marlops/runs/${trialParameters.trialName}"}
+    )
+    assert validate_experiment(exp) == []
+    template["trialParameters"][-1]["reference"] = "${trialSpec.Nmae}"  # neither a parameter nor metadata
+    assert [p for p in validate_experiment(exp) if "unmatched" in p], validate_experiment(exp)
+    template["trialParameters"][-1]["reference"] = "${trialSpec.Name}"
+    c["env"].pop()  # declared, never used
+    assert [p for p in validate_experiment(exp) if "['trialName'] unused" in p]
+    c["command"].append("${trialParameters.nope}")
+    assert [p for p in validate_experiment(exp) if "undeclared" in p and "nope" in p]
+
+
 # ------------------------------------------------------------------------------------------ the command
 
 

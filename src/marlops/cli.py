@@ -27,6 +27,7 @@ from marlops.registry.commands import registry_app
 from marlops.serving.commands import decide_cmd, serve_app
 from marlops.training.commands import train_cmd
 from marlops.tuning.commands import tune_cmd
+from marlops.tuning.katib import chart_files as katib_chart_files
 
 app = typer.Typer(
     help="marlops: hierarchical multi-agent RL trading decisions and the MLOps platform around them.",
@@ -61,7 +62,9 @@ app.command("tune")(tune_cmd)  # Optuna studies, Katib Experiments (docs/tuning.
 app.add_typer(data_app, name="data")  # synth / import / inspect (docs/market-data.md)
 app.add_typer(registry_app, name="registry")  # MLflow register / list / promote / rollback (docs/registry.md)
 app.add_typer(serve_app, name="serve")  # KServe agents, decision transformer, launcher (docs/serving.md)
-app.add_typer(deploy_app, name="deploy")  # helm/kustomize render + checks (docs/deployment.md)
+# helm/kustomize render + checks (docs/deployment.md); deploy may not import tuning: the chart's Katib search
+# space file (generated from models/search_space.yaml) is wired here
+app.add_typer(deploy_app(katib_chart_files()), name="deploy")
 # the retrain trigger (docs/monitoring.md): monitoring may not import the pipeline, so it is wired here
 app.add_typer(webhook_app(retraining_trigger), name="webhook")
 app.add_typer(pipeline_app, name="pipeline")  # Kubeflow pipelines: compile / params / run / submit / list

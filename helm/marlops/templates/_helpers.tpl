@@ -285,10 +285,13 @@ podSelector:
     {{- toYaml .ports | nindent 4 }}
 {{- end }}
 
-{{/* The pod of a training node: (dict "ctx" $ "container" NAME "args" LIST "resources" MAP) */}}
+{{/* The pod of a training node or a tuning trial: (dict "ctx" $ "cfg" .Values.training "suffix" "training"
+"container" NAME "args" LIST "resources" MAP), optionally "command" LIST and "env" LIST (more variables). cfg is
+the values section with serviceAccount, nodeSelector, tolerations and shmSizeLimit; suffix names the
+ServiceAccount (<fullname>-<suffix>). */}}
 {{- define "marlops.trainingPod" -}}
-{{- $t := .ctx.Values.training -}}
-serviceAccountName: {{ include "marlops.serviceAccountName" (dict "ctx" .ctx "sa" $t.serviceAccount "suffix" "training") }}
+{{- $t := .cfg -}}
+serviceAccountName: {{ include "marlops.serviceAccountName" (dict "ctx" .ctx "sa" $t.serviceAccount "suffix" .suffix) }}
 automountServiceAccountToken: false
 {{ include "marlops.podSecurity" .ctx }}
 {{- with $t.nodeSelector }}
@@ -303,6 +306,10 @@ containers:
   - name: {{ .container }}
     image: {{ include "marlops.image" .ctx }}
     imagePullPolicy: {{ .ctx.Values.image.pullPolicy }}
+    {{- with .command }}
+    command:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
     args:
       {{- toYaml .args | nindent 6 }}
     env:
@@ -311,6 +318,9 @@ containers:
       {{- with include "marlops.credentialsEnv" .ctx | trim }}{{ . | nindent 6 }}{{ end }}
       - name: PYTHONUNBUFFERED
         value: "1"
+      {{- with .env }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
     envFrom:
       {{- include "marlops.envFrom" .ctx | nindent 6 }}
     resources:
@@ -411,4 +421,13 @@ volumes:
   - name: tmp
     emptyDir: {sizeLimit: {{ $.Values.tmpSizeLimit }}}
   {{- with include "marlops.credentialsVolumes" $ | trim }}{{ . | nindent 2 }}{{ end }}
+{{- end }}
+
+{{/* A tuning trial pod's metadata: the release's pod labels (the NetworkPolicies select on them) and no
+Istio sidecar (a Job whose pod keeps a sidecar running never completes, so the trial would never end). */}}
+{{- define "marlops.trialPodMetadata" -}}
+labels:
+  {{- include "marlops.podLabels" (dict "ctx" . "component" "tuning") | nindent 2 }}
+annotations:
+  sidecar.istio.io/inject: "false"
 {{- end }}

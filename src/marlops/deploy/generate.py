@@ -6,16 +6,22 @@ hooks, the ``helm.sh/chart`` label, ``managed-by: Helm``, the keep policy), plus
 
 - ``manifests/base``: the default values (CPU serving, drift, retrain trigger, RBAC, policies), no training;
 - ``manifests/training/trainjob``: values-gpu.yaml's training objects (TrainingRuntime, TrainJob, …);
-- ``manifests/training/pytorchjob``: the same run as a Training Operator PyTorchJob.
+- ``manifests/training/pytorchjob``: the same run as a Training Operator PyTorchJob;
+- ``manifests/tuning``: the Katib Experiment (``tuning.enabled``), its ServiceAccount and NetworkPolicy.
 
 The overlays (``manifests/overlays/*``) are written by hand on top. A test regenerates every target and
 compares with the committed files, so a chart edit not carried over fails CI (`marlops deploy generate`).
+
+The chart itself may hold generated files (:class:`ChartFile`, e.g. ``files/katib-search-space.yaml`` from
+models/search_space.yaml): deploy imports nothing else of the package, so their producers are handed in by
+marlops.cli (``deploy_app(chart_files)``); `marlops deploy generate` writes them before rendering the
+targets and `marlops deploy check` reports them when stale, like the folders.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +80,9 @@ def component(obj: dict[str, Any]) -> str:
     return (obj.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/component", "")
 
 
+LAYERS = ("training", "tuning")  # components that get folders of their own, outside the base
+
+
 @dataclass(frozen=True)
 class Target:
     """One generated folder: which values, which objects."""
@@ -81,13 +90,15 @@ class Target:
     path: str  # relative to the repository root
     values: tuple[str, ...] = ()  # relative to the chart
     set_values: tuple[tuple[str, str], ...] = ()
-    training: bool = False  # True: only the training component's objects; False: everything but them
+    layer: str | None = None  # one of LAYERS: only that component's objects; None: everything but LAYERS'
     # The serving layer comes from manifests/serving (included as ../serving) instead of the chart's own
     # rendering of it; the generated kustomization patches in what the chart adds to those objects.
     serving_from: str | None = None
 
     def keep(self, obj: dict[str, Any], source: str) -> bool:
-        if is_hook(obj) or (component(obj) == "training") != self.training:
+        c = component(obj)
+        wanted = c == self.layer if self.layer else c not in LAYERS
+        if is_hook(obj) or not wanted:
             return False
         return not (self.serving_from and Path(source).name == SERVING_TEMPLATE)
 
@@ -96,14 +107,43 @@ SERVING_TEMPLATE = "inferenceservices.yaml"  # the chart template that renders w
 
 TARGETS = (
     Target("manifests/base", serving_from="../serving"),
-    Target("manifests/training/trainjob", values=("values-gpu.yaml",), training=True),
+    Target("manifests/training/trainjob", values=("values-gpu.yaml",), layer="training"),
     Target(
         "manifests/training/pytorchjob",
         values=("values-gpu.yaml",),
         set_values=(("training.kind", "PyTorchJob"),),
-        training=True,
+        layer="training",
     ),
+    Target("manifests/tuning", values=("ci/tuning-values.yaml",), layer="tuning"),
 )
+
+
+@dataclass(frozen=True)
+class ChartFile:
+    """A file of the chart generated from another source of the repository."""
+
+    path: str  # relative to the repository root
+    render: Callable[[Path], str]  # the repository root -> the file's text
+
+
+def write_chart_files(files: Sequence[ChartFile], root: Path) -> list[Path]:
+    written = []
+    for f in files:
+        p, text = root / f.path, f.render(root)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if not p.is_file() or p.read_text() != text:
+            p.write_text(text)
+        written.append(p)
+    return written
+
+
+def stale_chart_files(files: Sequence[ChartFile], root: Path) -> list[str]:
+    """Paths of ``files`` whose committed text differs from what their producer makes (or missing)."""
+    return [
+        f.path
+        for f in files
+        if not (root / f.path).is_file() or (root / f.path).read_text() != f.render(root)
+    ]
 
 
 def _escape(key: str) -> str:

@@ -18,7 +18,8 @@ Rules (each violation names the object, the container and the rule):
   non-root container user reads a root-owned 0400 file).
 
 Pods are found wherever a kind embeds them, custom kinds included (InferenceService components,
-TrainingRuntime replicated jobs, PyTorchJob replicas). A TrainJob carries no pod template: its container
+TrainingRuntime replicated jobs, PyTorchJob replicas, the Job or PyTorchJob of a Katib Experiment's trial
+template). A TrainJob carries no pod template: its container
 comes from the TrainingRuntime it references, which must be among the checked objects.
 """
 
@@ -103,6 +104,13 @@ def pod_specs(obj: Obj) -> Iterator[PodRef]:
         for role, rs in (spec.get("pytorchReplicaSpecs") or {}).items():
             pod, labels = _tpl(rs.get("template"))
             yield PodRef(obj, f"spec.pytorchReplicaSpecs.{role}", pod, False, labels)
+    elif kind == "Experiment":
+        # Katib's trial template: a Job or a PyTorchJob whose pods run every trial
+        trial = (spec.get("trialTemplate") or {}).get("trialSpec")
+        if isinstance(trial, dict) and trial.get("kind") != "Experiment":
+            for pod in pod_specs(trial):
+                path = f"spec.trialTemplate.trialSpec.{pod.path}"
+                yield PodRef(obj, path, pod.spec, pod.long_running, pod.labels)
 
 
 def _image_problem(image: Any) -> str | None:

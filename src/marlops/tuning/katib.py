@@ -9,14 +9,15 @@ models/search_space.yaml, and its validation against Katib's v1beta1 OpenAPI sch
   prints ``validation_utility=<v>`` after every team update and at the end: the StdOut metrics collector's
   ``name=value`` lines;
 - Katib has no conditional parameters: every parameter is sampled, and the trial drops the inactive ones
-  (:meth:`SearchSpace.active`), so the effective space is the local one.
+  (:meth:`SearchSpace.active`), so the effective space is the local one;
+- the Helm chart renders the same Experiment (``tuning.enabled``, templates/tuning.yaml) with its own trial
+  pod: what the search space decides (:func:`search_space_parts`, shared with :func:`render_experiment`) is
+  the chart file ``helm/marlops/files/katib-search-space.yaml`` (:func:`chart_file`), which
+  ``marlops deploy generate`` writes and ``marlops deploy check`` keeps up to date.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
-import json
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -24,10 +25,10 @@ from typing import Any
 
 import yaml
 
-from marlops.tuning.space import Param, SearchSpace
+from marlops.deploy.generate import ChartFile
+from marlops.tuning.space import SPACE_FILE, Param, SearchSpace, load_space
 
 API_VERSION = "kubeflow.org/v1beta1"
-OPENAPI_FILE = "katib-v1beta1-openapi.json"
 DEFAULT_IMAGE = "ghcr.io/marlops/marlops:0.1.0"
 CONTAINER = "marlops"
 _TYPES = {"float": "double", "int": "int", "categorical": "categorical"}
@@ -69,11 +70,62 @@ def _scalar(v: Any) -> str:
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def trial_command(space: SearchSpace, budget: str) -> list[str]:
-    cmd = ["marlops", "tune", "--trial", "--budget", budget]
+def set_args(space: SearchSpace) -> list[str]:
+    """``--set name=${trialParameters.…}`` for each parameter (after ``marlops tune --trial --budget B``)."""
+    out: list[str] = []
     for p in space.params:
-        cmd += ["--set", f"{p.name}=${{trialParameters.{_reference(p.name)}}}"]
-    return cmd
+        out += ["--set", f"{p.name}=${{trialParameters.{_reference(p.name)}}}"]
+    return out
+
+
+def trial_command(space: SearchSpace, budget: str) -> list[str]:
+    return ["marlops", "tune", "--trial", "--budget", budget, *set_args(space)]
+
+
+def trial_kinds() -> dict[str, dict[str, Any]]:
+    """The trial template's fields that depend on the trial's kind: the primary container (the one Katib's
+    metrics collector wraps) and, for a PyTorchJob (whose conditions Katib does not know), the master pod
+    and the success/failure conditions."""
+    return {
+        "Job": {"primaryContainerName": CONTAINER},
+        "PyTorchJob": {
+            "primaryContainerName": "pytorch",  # the container the Training Operator configures
+            "primaryPodLabels": {"training.kubeflow.org/job-role": "master"},
+            "successCondition": 'status.conditions.#(type=="Succeeded")#|#(status=="True")#',
+            "failureCondition": 'status.conditions.#(type=="Failed")#|#(status=="True")#',
+        },
+    }
+
+
+def search_space_parts(space: SearchSpace) -> dict[str, Any]:
+    """What the search space decides in an Experiment, in Katib's terms: the objective, the algorithm's name,
+    early stopping, the metrics collector, the parameters, the trial parameters, the trial command's
+    ``--set`` arguments and the kind-dependent trial template fields. :func:`render_experiment` builds on
+    it, and so does the Helm chart (``helm/marlops/files/katib-search-space.yaml``, :func:`chart_file`)."""
+    pruner = dict(space.pruner)
+    return {
+        "objective": {
+            "type": space.goal,
+            "objectiveMetricName": space.metric,
+            "metricStrategies": [{"name": space.metric, "value": "latest"}],
+        },
+        "algorithm": {"algorithmName": space.sampler.get("name", "tpe")},
+        "earlyStopping": {
+            "algorithmName": "medianstop",
+            "algorithmSettings": [
+                {"name": "min_trials_required", "value": str(pruner.get("n_startup_trials", 2))},
+                {"name": "start_step", "value": str(max(1, int(pruner.get("n_warmup_steps", 1))))},
+            ],
+        },
+        "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
+        "parameters": [_parameter(p) for p in space.params],
+        "trialParameters": [
+            {"name": _reference(p.name), "reference": katib_name(p.name), "description": p.name}
+            for p in space.params
+        ],
+        "setArgs": set_args(space),
+        "trialKinds": trial_kinds(),
+    }
 
 
 def _container(space: SearchSpace, budget: str, image: str, gpu: bool) -> dict[str, Any]:
@@ -81,7 +133,7 @@ def _container(space: SearchSpace, budget: str, image: str, gpu: bool) -> dict[s
     if gpu:
         resources["limits"]["nvidia.com/gpu"] = 1
     return {
-        "name": CONTAINER if not gpu else "pytorch",
+        "name": trial_kinds()["PyTorchJob" if gpu else "Job"]["primaryContainerName"],
         "image": image,
         "command": trial_command(space, budget),
         "env": [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.mlops:5000"}],
@@ -122,19 +174,12 @@ def render_experiment(
 ) -> dict[str, Any]:
     """The Experiment; ``gpu`` (default: the gpu budget) makes the trial a PyTorchJob on a GPU node."""
     gpu = budget == "gpu" if gpu is None else gpu
-    pruner = dict(space.pruner)
+    parts = search_space_parts(space)
     template: dict[str, Any] = {
-        "primaryContainerName": "pytorch" if gpu else CONTAINER,
-        "trialParameters": [
-            {"name": _reference(p.name), "reference": katib_name(p.name), "description": p.name}
-            for p in space.params
-        ],
+        **parts["trialKinds"]["PyTorchJob" if gpu else "Job"],
+        "trialParameters": parts["trialParameters"],
         "trialSpec": _trial_spec(space, budget, image, gpu),
     }
-    if gpu:  # Katib knows a Job's conditions; a PyTorchJob's are given
-        template["primaryPodLabels"] = {"training.kubeflow.org/job-role": "master"}
-        template["successCondition"] = 'status.conditions.#(type=="Succeeded")#|#(status=="True")#'
-        template["failureCondition"] = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
     return {
         "apiVersion": API_VERSION,
         "kind": "Experiment",
@@ -144,30 +189,43 @@ def render_experiment(
             "labels": {"app.kubernetes.io/part-of": "marlops"},
         },
         "spec": {
-            "objective": {
-                "type": space.goal,
-                "objectiveMetricName": space.metric,
-                "metricStrategies": [{"name": space.metric, "value": "latest"}],
-            },
+            "objective": parts["objective"],
             "algorithm": {
-                "algorithmName": space.sampler.get("name", "tpe"),
+                **parts["algorithm"],
                 "algorithmSettings": [{"name": "random_state", "value": str(seed)}],
             },
-            "earlyStopping": {
-                "algorithmName": "medianstop",
-                "algorithmSettings": [
-                    {"name": "min_trials_required", "value": str(pruner.get("n_startup_trials", 2))},
-                    {"name": "start_step", "value": str(max(1, int(pruner.get("n_warmup_steps", 1))))},
-                ],
-            },
+            "earlyStopping": parts["earlyStopping"],
             "parallelTrialCount": jobs,
             "maxTrialCount": n_trials,
             "maxFailedTrialCount": max(1, n_trials // 4),
-            "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
-            "parameters": [_parameter(p) for p in space.params],
+            "metricsCollectorSpec": parts["metricsCollectorSpec"],
+            "parameters": parts["parameters"],
             "trialTemplate": template,
         },
     }
+
+
+# ------------------------------------------------------------------------------------ the chart's file
+
+CHART_FILE = "helm/marlops/files/katib-search-space.yaml"  # relative to the repository root
+_CHART_HEADER = (
+    "# Generated from models/search_space.yaml by `marlops deploy generate` (marlops.tuning.katib\n"
+    "# .search_space_parts, as `marlops tune --render-katib`): the chart's Katib Experiment takes these\n"
+    "# parts from here (templates/tuning.yaml, .Files.Get). Edit the search space and rerun it:\n"
+    "# tests/test_deploy.py fails while this file and models/search_space.yaml disagree.\n"
+)
+
+
+def chart_file(root: Path) -> str:
+    """The text of :data:`CHART_FILE` for the repository at ``root`` (its models/search_space.yaml)."""
+    space = load_space(root / "models" / SPACE_FILE)
+    return _CHART_HEADER + yaml.safe_dump(search_space_parts(space), sort_keys=False, width=120)
+
+
+def chart_files() -> tuple[ChartFile, ...]:
+    """The chart files this module generates, for ``marlops deploy generate`` / ``check`` (wired in
+    marlops.cli: deploy imports nothing of tuning)."""
+    return (ChartFile(CHART_FILE, chart_file),)
 
 
 def space_of(experiment: dict[str, Any]) -> dict[str, Any]:
@@ -202,49 +260,16 @@ def crds_dir() -> Path:
     return deploy_crds_dir(Path(__file__).resolve().parents[3])
 
 
-@functools.lru_cache(maxsize=2)
-def _validator(path: str) -> Any:
-    import jsonschema
-
-    from marlops.deploy.schemas import strict_schema
-
-    doc = json.loads(Path(path).read_text())
-    schema = copy.deepcopy(doc)
-    schema["components"] = strict_schema(schema["components"])
-    schema = {"components": schema["components"], "$ref": "#/components/schemas/v1beta1.Experiment"}
-    return jsonschema.Draft7Validator(schema)
-
-
 def validate_experiment(experiment: dict[str, Any], crds: str | Path | None = None) -> list[str]:
-    """Problems of ``experiment`` against the Katib v1beta1 OpenAPI schema (strict), and of its trial
-    spec against Kubernetes' (a Job) or the PyTorchJob CRD; empty: valid."""
+    """Problems of ``experiment`` as ``marlops deploy check`` sees every Experiment
+    (:func:`marlops.deploy.schemas.validate_objects`): strictly against Katib's v1beta1 OpenAPI schema, its
+    trial spec (placeholders filled) against Kubernetes' Job schema or the PyTorchJob CRD, and Katib's own
+    rules (objective type, trial parameter references); empty: valid. FileNotFoundError: no Katib schema."""
+    from marlops.deploy.schemas import load_crds, ref, validate_objects
+
     root = Path(crds) if crds is not None else crds_dir()
-    v = _validator(str(root / OPENAPI_FILE))
-    problems = [
-        f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
-        for e in v.iter_errors(experiment)
-    ]
-    spec = experiment.get("spec", {})
-    if spec.get("objective", {}).get("type") not in ("maximize", "minimize"):
-        problems.append("spec.objective.type: must be maximize or minimize")
-    refs = {t["reference"] for t in spec.get("trialTemplate", {}).get("trialParameters", [])}
-    names = {p["name"] for p in spec.get("parameters", [])}
-    if refs != names:
-        problems.append(f"spec.trialTemplate.trialParameters: references {sorted(refs ^ names)} unmatched")
-    trial = spec.get("trialTemplate", {}).get("trialSpec")
-    if trial is not None:
-        from marlops.deploy.schemas import load_crds, validate_objects
-
-        report = validate_objects([_placeholders_filled(trial)], load_crds(root.resolve()))
-        problems += [f"spec.trialTemplate.trialSpec: {p}" for p in report.problems]
-        problems += [
-            f"spec.trialTemplate.trialSpec: not validated: {k}: {w}" for k, w in report.unchecked.items()
-        ]
-    return problems
-
-
-def _placeholders_filled(trial: dict[str, Any]) -> dict[str, Any]:
-    """The trial spec as Katib submits it: named, placeholders substituted (strings stay strings)."""
-    obj = json.loads(re.sub(r"\$\{trialParameters\.(\w+)\}", r"\1", json.dumps(trial)))
-    obj.setdefault("metadata", {})["name"] = "marlops-tune-trial"
-    return obj
+    report = validate_objects([experiment], load_crds(root.resolve()))
+    if ref(experiment) in report.unchecked:
+        raise FileNotFoundError(f"{root}: {report.unchecked[ref(experiment)]}")
+    problems = [f"{p.path or '<root>'}: {p.message}" for p in report.problems]
+    return problems + [f"not validated: {k}: {why}" for k, why in report.unchecked.items()]
