@@ -43,8 +43,10 @@ def tuning_pipeline(
     work_dir: str = "data/pipeline",
     eval_seeds: str = "101,102",
     eval_days: float = 10.0,
+    fit_seeds: str = "1,2",
     tracking_uri: str = "",
     promote: str = "gate",
+    gate: str = "{}",
     namespace: str = "marlops",
     state_dir: str = "data/serving",
     data_claim: str = PLATFORM.data_claim,
@@ -54,22 +56,19 @@ def tuning_pipeline(
     gpu_tolerations: str = json.dumps(GPU_TOLERATIONS),
 ) -> Result:
     cluster = Cluster(data_claim, mlflow_secret, object_storage_secret, gpu_node_selector, gpu_tolerations)
-    tuned = (
-        tune(
-            budget=tune_budget, n_trials=n_trials, jobs=jobs, seed=tune_seed, study_name=study_name,
-            storage=storage, work_dir=work_dir, tracking_uri=tracking_uri,
-        )  # fmt: skip
-        .set_display_name("tune (Optuna study on validation markets)")
-        .set_cpu_request("2")
-        .set_memory_request("8G")
-        .set_memory_limit("32G")
-    )
+    tuned = tune(
+        budget=tune_budget, n_trials=n_trials, jobs=jobs, seed=tune_seed, study_name=study_name,
+        storage=storage, work_dir=work_dir, tracking_uri=tracking_uri,
+    )  # fmt: skip
+    tuned.set_display_name("tune (Optuna study on validation markets)")
+    tuned.set_cpu_request("2").set_memory_request("8G").set_memory_limit("32G")
     tuned.set_caching_options(False)  # resumes the study in work_dir; a rerun may add trials
     credentials(mount_data(tuned, cluster), (PLATFORM.mlflow, cluster.mlflow_secret))
     trained = training_pipeline(
         days=days, seed=seed, source=source, instrument=instrument, feast_dir=feast_dir, online=online,
         budget=budget, gpus=gpus, nodes=nodes, work_dir=work_dir, eval_seeds=eval_seeds, eval_days=eval_days,
-        tracking_uri=tracking_uri, promote=promote, namespace=namespace, state_dir=state_dir,
+        fit_seeds=fit_seeds, tracking_uri=tracking_uri, promote=promote, gate=gate, namespace=namespace,
+        state_dir=state_dir,
         data_claim=data_claim, mlflow_secret=mlflow_secret, object_storage_secret=object_storage_secret,
         gpu_node_selector=gpu_node_selector, gpu_tolerations=gpu_tolerations,
         hyperparameters=tuned.outputs["hyperparameters"],

@@ -18,6 +18,7 @@ from marlops.pipeline.deploy import load_manifests, pin_model_uris
 from marlops.pipeline.images import IMAGE
 from marlops.pipeline.steps import data_hash, parse_seeds
 from marlops.pipeline.submit import _check_params, list_runs, run_local
+from marlops.training.config import budget_config
 
 runner = CliRunner()
 AGENTS = ("regime", "structure", "tactical", "risk")
@@ -106,6 +107,9 @@ def test_parameters_are_coerced_to_declared_types() -> None:
         ({"seed": 2.5}, "seed: expected integer"),
         ({"days": "inf"}, "days: expected float"),
         ({"days": float("nan")}, "days: expected float"),
+        ({"hyperparameters": '{"team.lrr": 1}'}, "hyperparameters: team.lrr: not a training setting"),
+        ({"hyperparameters": '{"team.lr": "x"}'}, "hyperparameters: team.lr: expected float, got 'x'"),
+        ({"hyperparameters": "team.lr=1"}, "hyperparameters: not JSON"),
     ],
 )
 def test_bad_parameters_are_refused_by_name(params: dict, message: str) -> None:
@@ -267,6 +271,37 @@ def test_training_then_rerun_then_gated_retraining(
     runs = list_runs(root / "kfp")
     assert [r["pipeline"] for r in runs] == ["training", "training", "retraining"]
     assert all(r["state"] == "SUCCEEDED" for r in runs)
+
+
+def test_the_tuning_pipeline_hands_its_best_values_to_training(
+    platform: Path, pipeline_params: Callable[..., dict]
+) -> None:
+    from mlflow import MlflowClient
+
+    from marlops.registry import resolve_tracking
+
+    params = pipeline_params(study_name="t2", n_trials=2, tune_budget="ci", jobs=1, tune_seed=3)
+    run = run_local("tuning", params, platform / "kfp")
+    assert run.state == "SUCCEEDED", run.log
+    tuned = json.loads(run.outputs["hyperparameters"])
+    best = yaml.safe_load((platform / "work" / "tuning" / "t2" / "best.yaml").read_text())
+    assert tuned == best["overrides"] and {"team.lr", "regime.lr", "risk.gamma"} <= set(tuned)
+    assert best["default_value"] is not None  # the budget's own configuration, scored beside the trials
+
+    # the training pipeline's run trained with them (its run folder under work_dir/runs)
+    (summary_file,) = (platform / "work" / "runs").glob("*/summary.json")
+    config = json.loads(summary_file.read_text())["config"]
+    for name, value in tuned.items():
+        section, _, leaf = name.partition(".")
+        assert config[section][leaf] == pytest.approx(value), name
+    assert config["team"]["updates"] == budget_config("ci").team.updates  # the ci budget, tuned values over
+    assert run.outputs["team"].startswith("team-")
+
+    # each trial was a nested MLflow run under the study's
+    client = MlflowClient(resolve_tracking().tracking_uri)
+    exp = client.get_experiment_by_name("marlops-tuning")
+    trials = [r for r in client.search_runs([exp.experiment_id]) if "marlops.trial" in r.data.tags]
+    assert sorted(r.data.tags["marlops.trial"] for r in trials) == ["0", "1"]
 
 
 # ------------------------------------------------------------------------------- cluster submission

@@ -3,6 +3,7 @@ objective's markets (never the held-out seeds), the Katib Experiment, the comman
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,9 +22,22 @@ from typer.testing import CliRunner
 from marlops.evaluation.held_out import HELD_OUT_SEEDS
 from marlops.training.config import budget_config, default_config, parse_settings
 from marlops.tuning.commands import tune_cmd
-from marlops.tuning.katib import render_experiment, space_of, validate_experiment
+from marlops.tuning.katib import best_values, katib_name, render_experiment, space_of, validate_experiment
 from marlops.tuning.space import load_space
-from marlops.tuning.study import TuneOptions, optimize, trial_config, write_best, write_models
+from marlops.tuning.study import (
+    TrialEvents,
+    TuneOptions,
+    _TrialWatch,
+    make_sampler,
+    open_study,
+    optimize,
+    sampler_seed,
+    trial_config,
+    worker_config,
+    worker_options,
+    write_best,
+    write_models,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -258,3 +272,90 @@ def test_tiny_study_prunes_and_resumes_after_being_killed(tmp_path: Path) -> Non
     best = yaml.safe_load(write_best(study, opts, load_space(), None).read_text())
     assert best["value"] == study.best_value and best["config"]["validation_seed"] == 12
     assert Path(best["models_dir"], "team.yaml").is_file()
+
+
+def test_each_worker_samples_its_own_values(tmp_path: Path) -> None:
+    """``--jobs N`` workers share the storage but not the sampler seed: with one seed, all N would start
+    with the same values (TPE's startup trials are random draws of that seed)."""
+    sp = load_space()
+    opts = TuneOptions(study_name="w", budget="ci", jobs=3, seed=7, out_root=tmp_path, mlflow=False)
+    workers = [worker_config(o) for o in worker_options(opts, sp)]
+    assert [w.jobs for w, _ in workers] == [1, 1, 1] and {path for _, path in workers} == {sp.source}
+    assert {w.storage for w, _ in workers} == {opts.storage_url()}  # one storage, the study's
+    seeds = [sampler_seed(w) for w, _ in workers]
+    assert len(set(seeds)) == 3
+    firsts = []
+    for seed in seeds:
+        study = optuna.create_study(sampler=make_sampler(sp, seed), direction=sp.goal)
+        firsts.append(sp.suggest(study.ask()))
+    assert all(a != b for i, a in enumerate(firsts) for b in firsts[i + 1 :])
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the workers' optimize() beats, not this test
+def test_the_parent_shows_the_workers_trials_from_the_storage(tmp_path: Path) -> None:
+    """What the CLI's progress bars get while --jobs workers train: each trial's start, every new team
+    update's figure and its end, read from the shared storage (here trials written as a worker would)."""
+    sp = load_space()
+    opts = TuneOptions(study_name="watch", budget="ci", out_root=tmp_path, mlflow=False)
+    study = open_study(opts, sp)
+    old = study.ask()  # a resumed study's trial: not this run's
+    study.tell(old, 0.5)
+    told: list[tuple] = []
+    events = TrialEvents(
+        start=lambda n, values, updates: told.append(("start", n, updates)),
+        update=lambda n, step, u: told.append(("update", n, step, u)),
+        end=lambda n, state, value, wall: told.append(("end", n, state, value)),
+    )
+    watch = _TrialWatch(study, events, updates=3)
+    worker = optuna.load_study(study_name="watch", storage=opts.storage_url())
+    a, b = worker.ask(), worker.ask()
+    a.report(-0.1, 1)
+    watch.poll()
+    a.report(-0.05, 2)
+    b.report(-0.3, 1)
+    worker.tell(b, state=optuna.trial.TrialState.PRUNED)
+    watch.poll()
+    worker.tell(a, 0.02)
+    watch.poll()
+    watch.poll()  # nothing new: nothing told twice
+    assert told == [
+        ("start", 1, 3), ("update", 1, 1, -0.1), ("start", 2, 3),
+        ("update", 1, 2, -0.05), ("update", 2, 1, -0.3), ("end", 2, "PRUNED", None),
+        ("end", 1, "COMPLETE", 0.02),
+    ]  # fmt: skip
+
+
+def test_katib_best_trial_becomes_settings_for_training(tmp_path: Path) -> None:
+    """`marlops tune --katib-best`: a finished Experiment's optimal trial (Katib's names and string values)
+    back as dotted settings of the right types, inactive ones dropped; what is missing is named."""
+    sp = load_space()
+    exp = render_experiment(sp, "small")
+    chosen = {p.name: (p.choices[0] if p.kind == "categorical" else p.low) for p in sp.params}
+    chosen["team.value_norm"] = False  # makes team.value_clip inactive
+    by_name = {katib_name(n): v for n, v in chosen.items()}
+    exp["status"] = {
+        "currentOptimalTrial": {
+            "bestTrialName": "marlops-tune-abc",
+            "parameterAssignments": [
+                {"name": k, "value": yaml.safe_dump(v).strip().removesuffix("...").strip()}
+                for k, v in by_name.items()
+            ],
+        }
+    }
+    values = best_values(exp, sp)
+    assert values == sp.active(chosen) and "team.value_clip" not in values
+    assert isinstance(values["team.lr"], float) and values["team.anneal_lr"] is False
+    trial_config(sp, "ci", values)  # settings the trainer takes
+
+    f = tmp_path / "exp.json"
+    f.write_text(json.dumps(exp))
+    r = CliRunner().invoke(_app(), ["tune", "--katib-best", str(f)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[0]) == json.loads(json.dumps(values))
+
+    exp["status"] = {}
+    with pytest.raises(ValueError, match=r"no status\.currentOptimalTrial"):
+        best_values(exp, sp)
+    exp["status"] = {"currentOptimalTrial": {"parameterAssignments": [{"name": "team-lr", "value": "fast"}]}}
+    with pytest.raises(ValueError, match=r"team\.lr: 'fast' is not a float"):
+        best_values(exp, sp)

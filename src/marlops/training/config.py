@@ -108,11 +108,11 @@ class TeamStageConfig:
         )
 
 
-@dataclass(frozen=True, kw_only=True)
-class RiskStageConfig:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskStageConfig(DQNConfig):
     """Stage 5: the risk agent's double DQN on prioritized replay against the frozen team. The DQN's
-    hyperparameters come from models/risk.yaml ``training`` (:meth:`dqn`); how the stage drives it
-    (steps, environments, reward, calibration) from team.yaml."""
+    hyperparameters are :class:`DQNConfig`'s fields, from models/risk.yaml ``training`` (:meth:`dqn`); how
+    the stage drives it (steps, environments, reward, calibration) from team.yaml."""
 
     steps: int  # vectorized env steps (each moves every one of the n_envs environments)
     n_envs: int
@@ -122,30 +122,9 @@ class RiskStageConfig:
     calibration_days: float
     calibration_episodes: int  # per validation market
     checkpoint_steps: int
-    # models/risk.yaml training (DQNConfig's fields, target_tau aside)
-    lr: float
-    gamma: float
-    n_step: int
-    buffer_size: int
-    batch_size: int
-    learning_starts: int
-    train_every: int
-    target_update: int
-    double_dqn: bool
-    huber_delta: float
-    max_grad_norm: float
-    per_alpha: float
-    per_beta_start: float
-    per_beta_end: float
-    per_beta_steps: int
-    per_eps: float
-    epsilon_start: float
-    epsilon_end: float
-    epsilon_decay_steps: int
 
     def dqn(self) -> DQNConfig:
-        names = {f.name for f in dataclasses.fields(DQNConfig)} - {"target_tau"}
-        return DQNConfig(**{n: getattr(self, n) for n in names})
+        return DQNConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DQNConfig)})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,6 +177,8 @@ class TrainConfig:
         key = dataclasses.asdict(self)
         if self.feast_dir is None:  # runs that read no Feast store keep the keys they had before it existed
             del key["feast_dir"], key["instrument"]
+        if self.risk.target_tau is None:  # DQNConfig's Polyak option, unset: the keys runs had before
+            del key["risk"]["target_tau"]
         return key
 
 

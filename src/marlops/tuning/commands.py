@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -90,6 +91,15 @@ def tune_cmd(
     image: Annotated[str, typer.Option(help="With --render-katib: the trials' marlops image.")] = (
         "ghcr.io/marlops/marlops:0.1.0"
     ),
+    katib_best: Annotated[
+        Path | None,
+        typer.Option(
+            "--katib-best",
+            help="Read a Katib Experiment (`kubectl get experiment NAME -o json`, or YAML; '-': stdin) and "
+            "print its best trial's values as the JSON object the training pipeline's hyperparameters "
+            "parameter takes (the `marlops train --set` form on stderr), and exit.",
+        ),
+    ] = None,
     trial: Annotated[
         bool,
         typer.Option(
@@ -118,6 +128,9 @@ def tune_cmd(
         raise typer.Exit(2) from None
     if render_katib is not None:
         _render(sp, render_katib, budget, n_trials, jobs, seed, study_name, image)
+        return
+    if katib_best is not None:
+        _katib_best(sp, katib_best)
         return
     if trial:
         _one_trial(sp, budget, assignments or [])
@@ -161,6 +174,25 @@ def _render(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         console.print(f"Katib Experiment {exp['metadata']['name']} → {path} (valid against Katib v1beta1)")
+
+
+def _katib_best(sp: Any, path: Path) -> None:
+    import json
+
+    from marlops.training.config import settings_argv
+    from marlops.tuning.katib import best_values
+
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        experiment = yaml.safe_load(text)  # JSON is YAML
+        if not isinstance(experiment, dict):
+            raise ValueError(f"{path}: not a Katib Experiment object")
+        values = best_values(experiment, sp)
+    except (OSError, yaml.YAMLError, ValueError) as e:
+        print_error(str(e))
+        raise typer.Exit(2) from None
+    sys.stdout.write(json.dumps(values, sort_keys=True) + "\n")
+    Console(stderr=True).print("marlops train " + " ".join(settings_argv(values)), soft_wrap=True)
 
 
 def _one_trial(sp: Any, budget: str, assignments: list[str]) -> None:
@@ -242,7 +274,7 @@ def _study(
     except ValueError as e:
         print_error(str(e))
         raise typer.Exit(2) from None
-    _summary(outcome.study, sp, outcome.default)
+    _summary(outcome.study, sp, outcome.default, budget)
     if outcome.best_file is None:
         print_error("no trial finished")
         raise typer.Exit(1)
@@ -252,27 +284,52 @@ def _study(
         _register(opts, sp)
 
 
-def _summary(study: Any, sp: Any, default: Any) -> None:
+def _summary(study: Any, sp: Any, default: Any, budget: str) -> None:
+    """Two tables that fit a terminal: the trials (state, figures, time), then the best trial's values
+    beside the budget's own (models/) — not one column per parameter."""
     table = Table(title=f"study {study.study_name}: {sp.metric} ({sp.goal})", title_justify="left")
-    for col in ("trial", "state", sp.metric, "steps", *sp.names):
-        table.add_column(col, justify="right" if col in ("trial", sp.metric, "steps") else "left")
+    for col in ("trial", "state", sp.metric, "return", "max dd", "updates", "wall"):
+        table.add_column(col, justify="left" if col == "state" else "right")
     best = None
     try:
         best = study.best_trial.number
     except ValueError:
         pass
+
+    def pct(v: Any, sign: str = "+") -> str:
+        return "-" if v is None else f"{100 * v:{sign}.2f} %"
+
     for t in study.trials:
-        vals = [_fmt(t.params.get(n)) for n in sp.names]
-        mark = " *" if t.number == best else ""
+        value = f"{t.value:+.5f}" if t.value is not None else "-"
+        if t.state.name == "PRUNED" and t.intermediate_values:  # where it stood when stopped
+            value = f"({t.intermediate_values[max(t.intermediate_values)]:+.5f})"
+        wall = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
         table.add_row(
-            f"{t.number}{mark}", t.state.name.lower(), "-" if t.value is None else f"{t.value:+.5f}",
-            str(len(t.intermediate_values)), *vals,
+            f"{t.number}{' *' if t.number == best else ''}", t.state.name.lower(), value,
+            pct(t.user_attrs.get("validation.mean_return")),
+            pct(t.user_attrs.get("validation.mean_max_drawdown"), ""),
+            str(len(t.intermediate_values)), "-" if wall is None else f"{wall:.0f} s",
         )  # fmt: skip
     if default is not None:
+        f = default.figures
         table.add_row(
-            "default", "complete", f"{default.value:+.5f}", str(len(default.steps)), *["" for _ in sp.names]
-        )
+            "default", "complete", f"{default.value:+.5f}", pct(f.get("mean_return")),
+            pct(f.get("mean_max_drawdown"), ""), str(len(default.steps)), "",
+        )  # fmt: skip
     console.print(table)
+    if best is None:
+        return
+    from marlops.training.config import budget_config
+
+    cfg = budget_config(budget)
+    values = study.best_trial.user_attrs.get("overrides") or study.best_trial.params
+    params = Table(title=f"best trial {best} beside models/ ({budget} budget)", title_justify="left")
+    for col in ("parameter", "best", "models/"):
+        params.add_column(col, justify="left" if col == "parameter" else "right")
+    for name in sp.names:
+        section, _, leaf = name.partition(".")
+        params.add_row(name, _fmt(values.get(name)), _fmt(getattr(getattr(cfg, section), leaf)))
+    console.print(params)
 
 
 def _fmt(v: Any) -> str:

@@ -250,6 +250,37 @@ def space_of(experiment: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def best_values(experiment: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+    """The best trial of a finished (or running) Experiment as dotted settings (``{"team.lr": 1.06e-4}``),
+    from its ``status.currentOptimalTrial.parameterAssignments``: Katib's names mapped back through the
+    trial parameters' descriptions, values typed as the space declares them, inactive ones dropped (what
+    ``marlops train --set`` and the training pipeline's ``hyperparameters`` take). ValueError says what is
+    missing."""
+    name = (experiment.get("metadata") or {}).get("name", "?")
+    optimal = ((experiment.get("status") or {}).get("currentOptimalTrial")) or {}
+    assignments = optimal.get("parameterAssignments") or []
+    if not assignments:
+        raise ValueError(f"Experiment {name}: no status.currentOptimalTrial.parameterAssignments yet")
+    template = (experiment.get("spec") or {}).get("trialTemplate") or {}
+    dotted = {t["reference"]: t["description"] for t in template.get("trialParameters") or []}
+    params = {p.name: p for p in space.params}
+    values: dict[str, Any] = {}
+    for a in assignments:
+        key = dotted.get(a.get("name", ""))
+        if key is None or key not in params:
+            raise ValueError(f"Experiment {name}: parameter {a.get('name')!r} is not in {space.source}")
+        p, raw = params[key], str(a.get("value", ""))
+        parse = {"categorical": yaml.safe_load, "int": int, "float": float}[p.kind]
+        try:
+            values[key] = parse(raw)
+        except ValueError:
+            raise ValueError(f"Experiment {name}: {key}: {raw!r} is not a {p.kind}") from None
+    missing = sorted(set(params) - set(values))
+    if missing:
+        raise ValueError(f"Experiment {name}: the optimal trial has no value for {missing}")
+    return space.active(values)
+
+
 # ------------------------------------------------------------------------------------------- validation
 
 

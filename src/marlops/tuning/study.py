@@ -308,10 +308,22 @@ def worker_main(options: str) -> None:
     from marlops.tuning.space import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    opts, space = worker_config(options)
+    optimize(opts, load_space(space))
+
+
+def worker_options(opts: TuneOptions, space: SearchSpace) -> list[str]:
+    """What each of the ``jobs`` workers is started with (JSON): the study's options, its storage made
+    explicit, the search space's file and the worker's number (its own sampler seed: :func:`sampler_seed`)."""
+    data = {**opts.__dict__, "out_root": str(opts.out_root), "storage": opts.storage_url()}
+    return [json.dumps({**data, "space": space.source, "worker": w}) for w in range(opts.jobs)]
+
+
+def worker_config(options: str) -> tuple[TuneOptions, str]:
+    """A worker's options (one process: ``jobs`` 1) and its search-space file, from :func:`worker_options`."""
     data = json.loads(options)
     space = data.pop("space")
-    opts = TuneOptions(**{**data, "jobs": 1, "out_root": Path(data["out_root"])})
-    optimize(opts, load_space(space))
+    return TuneOptions(**{**data, "jobs": 1, "out_root": Path(data["out_root"])}), space
 
 
 def _parallel(opts: TuneOptions, space: SearchSpace, study: optuna.Study, events: TrialEvents) -> None:
@@ -321,15 +333,8 @@ def _parallel(opts: TuneOptions, space: SearchSpace, study: optuna.Study, events
     import subprocess
     import sys
 
-    data = {
-        **opts.__dict__,
-        "out_root": str(opts.out_root),
-        "storage": opts.storage_url(),
-        "space": space.source,
-    }
     procs = []
-    for worker in range(opts.jobs):  # each its own sampler seed (sampler_seed)
-        options = json.dumps({**data, "worker": worker})
+    for options in worker_options(opts, space):
         code = f"from marlops.tuning.study import worker_main; worker_main({json.dumps(options)})"
         procs.append(subprocess.Popen([sys.executable, "-c", code]))
     watch = _TrialWatch(study, events, budget_config(opts.budget).team.updates)
