@@ -6,10 +6,6 @@ from kfp.dsl import HTML, Artifact, Metrics, Output
 from marlops.pipeline.images import IMAGE
 
 
-class Tuned(NamedTuple):
-    hyperparameters: str
-
-
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def tune(
     budget: str,
@@ -23,12 +19,13 @@ def tune(
     best: Output[Artifact],
     report: Output[HTML],
     metrics: Output[Metrics],
-) -> Tuned:
+) -> NamedTuple("Tuned", [("hyperparameters", str)]):
     """An Optuna study of the team's hyperparameters (``marlops tune``) on the budget's validation markets;
     hands on the best values (a JSON object of dotted settings) for the training step. best.yaml and the
     study's HTML report (optimization history, importances) show in the Kubeflow UI; each trial is a nested
     MLflow run."""
     import shutil
+    from collections import namedtuple
 
     from marlops.pipeline import steps
 
@@ -40,4 +37,4 @@ def tune(
     if t.default_value is not None:
         metrics.log_metric("default.validation_utility", t.default_value)
     metrics.log_metric("trials", t.trials)
-    return Tuned(hyperparameters=t.hyperparameters)
+    return namedtuple("Tuned", ["hyperparameters"])(t.hyperparameters)
