@@ -392,10 +392,6 @@ class StudyOutcome:
     overrides: dict[str, Any]
     report: Path
 
-    @property
-    def best_value(self) -> float | None:
-        return None if self.best_file is None else float(self.study.best_value)
-
 
 def run_study(opts: TuneOptions, space: SearchSpace, events: TrialEvents | None = None) -> StudyOutcome:
     """``marlops tune`` and the tuning pipeline's step: the trials (:func:`optimize`), the budget's own
