@@ -114,16 +114,17 @@ def serve_local(
         typer.echo(f"  decision  {srv.decision_url}/v1/models/decision:predict   {srv.decision_grpc}")
         typer.echo(f"  logs      {srv.log_dir}")
         typer.echo("Ctrl-C stops them.")
-        stop = []
+        # Ctrl-C and SIGTERM set a flag (no KeyboardInterrupt in the middle of polling a server process);
+        # a second Ctrl-C while the servers stop interrupts the stop itself
+        stop: list[int] = []
         signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-        try:
-            while not stop:
-                dead = [s.name for s in srv.servers() if s.process.poll() is not None]
-                if dead:
-                    raise _fail(f"server(s) exited: {', '.join(dead)}; logs in {srv.log_dir}", 1)
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
+        signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+        while not stop:
+            dead = [s.name for s in srv.servers() if s.process.poll() is not None]
+            if dead:
+                raise _fail(f"server(s) exited: {', '.join(dead)}; logs in {srv.log_dir}", 1)
+            time.sleep(0.5)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     typer.echo("stopped")
 
 
