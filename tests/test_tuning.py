@@ -27,17 +27,15 @@ from marlops.tuning.space import load_space
 from marlops.tuning.study import (
     TrialEvents,
     TuneOptions,
-    _TrialWatch,
     make_sampler,
     open_study,
     optimize,
     sampler_seed,
     trial_config,
-    worker_config,
-    worker_options,
     write_best,
     write_models,
 )
+from marlops.tuning.workers import _TrialWatch, worker_config, worker_options
 
 REPO = Path(__file__).resolve().parents[1]
 
