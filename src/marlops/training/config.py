@@ -292,19 +292,20 @@ def with_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
             sub = getattr(cfg, section)
             if not dataclasses.is_dataclass(sub) or leaf not in {f.name for f in dataclasses.fields(sub)}:
                 raise ValueError(f"{name}: not a training setting")
-            value = _typed(name, getattr(sub, leaf), value)
-            nested.setdefault(section, {})[leaf] = tuple(value) if isinstance(value, list) else value
+            nested.setdefault(section, {})[leaf] = _typed(name, getattr(sub, leaf), value)
         else:
-            value = _typed(name, getattr(cfg, section), value)
-            top[section] = tuple(value) if isinstance(value, list) else value
+            top[section] = _typed(name, getattr(cfg, section), value)
     for section, values in nested.items():
         top[section] = dataclasses.replace(getattr(cfg, section), **values)
     return dataclasses.replace(cfg, **top)
 
 
 def _typed(name: str, current: Any, value: Any) -> Any:
-    """``value`` for a setting now holding ``current``: the same kind (an int is taken for a float), finite;
-    ValueError names the setting. ``None`` (unset) is always taken, and anything replaces ``None``."""
+    """``value`` for a setting now holding ``current``: the same kind (an int is taken for a float, a list
+    becomes a tuple), finite; ValueError names the setting. ``None`` (unset) is always taken, and anything
+    replaces ``None``."""
+    if isinstance(value, list):
+        value = tuple(value)
     if value is None or current is None or dataclasses.is_dataclass(current):
         return value
     kind = type(current)

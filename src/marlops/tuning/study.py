@@ -330,7 +330,7 @@ def run_study(opts: TuneOptions, space: SearchSpace, events: TrialEvents | None 
     best_file, overrides = None, {}
     if any(t.value is not None for t in study.trials):
         best_file = write_best(study, opts, space, default)
-        overrides = dict(yaml.safe_load(best_file.read_text())["overrides"])
+        overrides = best_overrides(study, space)
     return StudyOutcome(study, default, best_file, overrides, write_report(study, opts, default))
 
 
@@ -376,14 +376,20 @@ def write_models(values: dict[str, Any], out: Path, source: Path | None = None) 
     return out
 
 
+def best_overrides(study: optuna.Study, space: SearchSpace) -> dict[str, Any]:
+    """The best trial's active values by dotted name: what best.yaml records and training takes."""
+    best = study.best_trial
+    return space.active(dict(best.user_attrs.get("overrides") or best.params))
+
+
 def write_best(
     study: optuna.Study, opts: TuneOptions, space: SearchSpace, default: TrialResult | None
 ) -> Path:
     """``<out>/best.yaml``: the best trial's values, its figures, the default's on the same validation
     markets and the whole configuration; ``<out>/best/models``: models/ with the values written in."""
     best = study.best_trial
-    values = dict(best.user_attrs.get("overrides") or best.params)
-    cfg = trial_config(space, opts.budget, values)
+    overrides = best_overrides(study, space)
+    cfg = trial_config(space, opts.budget, overrides)
     record = {
         "study": opts.study_name,
         "budget": opts.budget,
@@ -392,7 +398,7 @@ def write_best(
         "value": best.value,
         "default_value": None if default is None else default.value,
         "validation_markets": {"validation_seed": cfg.validation_seed, "days": max(cfg.days // 3, 8)},
-        "overrides": space.active(values),
+        "overrides": overrides,
         "figures": {
             k.removeprefix("validation."): v
             for k, v in best.user_attrs.items()
@@ -405,7 +411,7 @@ def write_best(
     opts.out.mkdir(parents=True, exist_ok=True)
     path = opts.out / "best.yaml"
     path.write_text(yaml.safe_dump(record, sort_keys=False))
-    write_models(space.active(values), opts.out / "best" / "models")
+    write_models(overrides, opts.out / "best" / "models")
     return path
 
 
